@@ -1,0 +1,46 @@
+//! The auditledger core: what an entry is, how it is chained, and how a chain is verified.
+//!
+//! This crate owns the format (see `docs/FORMAT.md`) and every rule that decides whether a
+//! ledger is intact. It must never know about SQL, HTTP or files other than the export format:
+//! stores and the server are adapters behind [`Store`], so that the code an auditor has to read
+//! to trust a verification is this crate alone.
+//!
+//! - [`types`]: small value types (`StreamId`, `Seq`, `Timestamp`, `Digest`).
+//! - [`hash`]: the one seam where the hash algorithm is chosen, and the entry-hash preimage.
+//! - [`event`]: the JSON event contract, parsed and validated into typed values.
+//! - [`phi`]: detection (and optional redaction) of PHI-looking free text.
+//! - [`pseudonym`]: keyed BLAKE3 pseudonyms and the legacy unkeyed SHA-256 mode.
+//! - [`payload`]: the canonical CBOR payload of an entry.
+//! - [`entry`]: stored entries, extracted columns, receipts and chaining.
+//! - [`store`]: the `Store` trait every backend implements.
+//! - [`writer`]: the single-writer group-commit append path.
+//! - [`verify`]: full verification, in parallel, in constant memory.
+//! - [`export`]: the CBOR-sequence export file and its reader.
+//! - [`clock`]: the ledger clock (replaceable in tests).
+
+pub mod clock;
+pub mod entry;
+pub mod event;
+pub mod export;
+pub mod hash;
+pub mod ingest;
+pub mod payload;
+pub mod phi;
+pub mod pseudonym;
+pub mod store;
+pub mod types;
+pub mod verify;
+pub mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use entry::{Columns, Entry, EntryKind, PreparedEntry, Receipt};
+pub use event::{Action, ActionClass, AuditEvent, EventError, FieldError, Outcome, ParseOptions};
+pub use hash::HashAlg;
+pub use ingest::{IdentifierMode, Ingest};
+pub use payload::{Genesis, Payload, StoredEvent};
+pub use phi::{PhiPolicy, PhiScanner};
+pub use pseudonym::{KeyId, Pseudonym, PseudonymKey, Pseudonymizer};
+pub use store::{EntryChunks, Head, Store, StoreError};
+pub use types::{Digest, Seq, StreamId, Timestamp};
+pub use verify::{Problem, VerifyOptions, VerifyReport};
+pub use writer::{AppendError, GroupCommitWriter, WriterConfig};

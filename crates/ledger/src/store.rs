@@ -1,0 +1,78 @@
+//! The `Store` trait: what the ledger needs from a backend. The embedded SQLite store and the
+//! PostgreSQL store implement it, and both pass the same conformance and tamper suites.
+//!
+//! A store holds bytes and enforces append-only-ness and uniqueness; it decides nothing about
+//! integrity. Every rule about hashes and links lives in this crate.
+
+use async_trait::async_trait;
+
+use crate::entry::Entry;
+use crate::types::{Digest, Seq, StreamId, Timestamp};
+
+/// The newest entry of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub seq: Seq,
+    pub entry_hash: Digest,
+    pub recorded_at: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer got there first: a `(stream, seq)` or idempotency digest already exists.
+    /// The caller re-reads the head and retries; nothing of the batch was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store holds something this version cannot read (schema too new, bad column).
+    #[error("store content is not readable: {0}")]
+    Corrupt(String),
+    /// I/O or database failure. Nothing of the failed call was written, unless the failure
+    /// hit the commit itself, in which case the writer re-reads the head to find out.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Chunks of consecutive entries in `seq` order, produced by a reader running beside the
+/// consumer (bounded, so memory stays constant however long the stream).
+pub type EntryChunks = tokio::sync::mpsc::Receiver<Result<Vec<Entry>, StoreError>>;
+
+/// How many entries a scan sends at a time.
+pub const SCAN_CHUNK: usize = 4096;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Human-readable location, e.g. `sqlite:/data/ledger.db` (never a password).
+    fn describe(&self) -> String;
+
+    /// The newest entry of `stream`, or `None` when the stream has no genesis entry yet.
+    async fn head(&self, stream: &StreamId) -> Result<Option<Head>, StoreError>;
+
+    /// Writes `entries` (consecutive, in one stream, continuing the head) in one transaction:
+    /// all or nothing, durable when this returns `Ok`. Fails with `Conflict` when an entry's
+    /// `(stream, seq)` or idempotency digest exists already.
+    async fn append(&self, entries: Vec<Entry>) -> Result<(), StoreError>;
+
+    /// Entries of `stream` whose idempotency digest is one of `idem`.
+    async fn find_idempotent(
+        &self,
+        stream: &StreamId,
+        idem: &[Digest],
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// One entry.
+    async fn get(&self, stream: &StreamId, seq: Seq) -> Result<Option<Entry>, StoreError>;
+
+    /// Up to `limit` entries from `from` on, in `seq` order.
+    async fn read(
+        &self,
+        stream: &StreamId,
+        from: Seq,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Every entry from `from` on, in `seq` order, as a consistent snapshot, in chunks.
+    fn scan(&self, stream: &StreamId, from: Seq) -> EntryChunks;
+
+    /// The streams that have entries.
+    async fn streams(&self) -> Result<Vec<StreamId>, StoreError>;
+}

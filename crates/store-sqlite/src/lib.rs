@@ -1,0 +1,386 @@
+//! The embedded default store: one SQLite file (`ledger.db`) in the data directory.
+//!
+//! - WAL journal with `synchronous = FULL`: a commit is on disk (the WAL is fsynced) before
+//!   `append` returns, so a receipt is never given for an entry a crash could lose.
+//! - The schema (`migrations/sqlite/`) refuses UPDATE and DELETE on entries and refuses an
+//!   insert that does not continue the chain, so even a buggy or second writer cannot fork it.
+//! - Writes go through one connection; reads use their own, and a scan opens a connection of
+//!   its own inside one read transaction (a consistent snapshot while appends go on).
+//!
+//! rusqlite is blocking, so every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ledger::store::SCAN_CHUNK;
+use ledger::{
+    Columns, Digest, Entry, EntryChunks, EntryKind, Head, Seq, Store, StoreError, StreamId,
+    Timestamp,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations/sqlite");
+}
+
+/// File name of the ledger inside the data directory.
+pub const DB_FILE: &str = "ledger.db";
+
+/// Highest schema version this build knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+const COLUMNS: &str = "stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, idem";
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Maps an insert failure: uniqueness and chain-continuity refusals mean another writer got
+/// there first.
+fn insert_error(e: rusqlite::Error) -> StoreError {
+    let text = e.to_string();
+    match &e {
+        rusqlite::Error::SqliteFailure(err, _)
+            if err.code == rusqlite::ErrorCode::ConstraintViolation
+                || text.contains("does not continue the chain") =>
+        {
+            StoreError::Conflict(text)
+        }
+        _ => StoreError::Backend(text),
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: fsync the WAL at every commit. NORMAL would be faster and could lose the last
+    // commits on power loss, after their receipts were given.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger in `data_dir`, applying migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            backend(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut writer = Connection::open(&path)
+            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+        configure(&writer).map_err(backend)?;
+        let report = embedded::migrations::runner()
+            .run(&mut writer)
+            .map_err(|e| StoreError::Corrupt(format!("cannot migrate {}: {e}", path.display())))?;
+        for m in report.applied_migrations() {
+            tracing::info!(
+                version = m.version(),
+                name = m.name(),
+                "applied embedded-store migration"
+            );
+        }
+        let version: i32 = writer
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "{} has schema version {version}, this build knows {SCHEMA_VERSION}: use a matching auditledger",
+                path.display()
+            )));
+        }
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(backend)?;
+        reader
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(backend)?;
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| backend("reader connection poisoned"))?;
+            f(&conn)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn blob32(row: &Row, idx: usize, name: &str) -> rusqlite::Result<Digest> {
+    let bytes: Vec<u8> = row.get(idx)?;
+    Digest::from_slice(&bytes).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            format!("{name} is not 32 bytes").into(),
+        )
+    })
+}
+
+fn entry_from_row(row: &Row) -> rusqlite::Result<Entry> {
+    let stream: String = row.get(0)?;
+    let seq: i64 = row.get(1)?;
+    let kind: String = row.get(7)?;
+    let idem: Option<Vec<u8>> = row.get(14)?;
+    let conversion = |idx, why: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, why.into())
+    };
+    Ok(Entry {
+        stream: StreamId::new(&stream).map_err(|e| conversion(0, e.to_string()))?,
+        seq: seq as Seq,
+        recorded_at: Timestamp(row.get(2)?),
+        payload: row.get(3)?,
+        payload_digest: blob32(row, 4, "payload_digest")?,
+        prev_hash: blob32(row, 5, "prev_hash")?,
+        entry_hash: blob32(row, 6, "entry_hash")?,
+        columns: Columns {
+            kind: EntryKind::parse(&kind)
+                .ok_or_else(|| conversion(7, format!("unknown entry kind {kind:?}")))?,
+            occurred_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
+            action: row.get(9)?,
+            outcome: row.get(10)?,
+            actor: row.get(11)?,
+            patient: row.get(12)?,
+            phi: row.get(13)?,
+            // A wrong-sized digest cannot match any payload's; keep it visible to the verifier
+            // as a mismatch rather than failing the read.
+            idem: idem.map(|b| Digest::from_slice(&b).unwrap_or(Digest::ZERO)),
+        },
+    })
+}
+
+fn corrupt(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        other => backend(other),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    async fn head(&self, stream: &StreamId) -> Result<Option<Head>, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            c.prepare_cached("SELECT seq, entry_hash, recorded_at FROM entries WHERE stream = ?1 ORDER BY seq DESC LIMIT 1")
+                .and_then(|mut s| {
+                    s.query_row([stream.as_str()], |r| {
+                        Ok(Head {
+                            seq: r.get::<_, i64>(0)? as Seq,
+                            entry_hash: blob32(r, 1, "entry_hash")?,
+                            recorded_at: Timestamp(r.get(2)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn append(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let conn = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| backend("writer connection poisoned"))?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(&format!("INSERT INTO entries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"))
+                    .map_err(backend)?;
+                for e in &entries {
+                    let c = &e.columns;
+                    insert
+                        .execute(params![
+                            e.stream.as_str(),
+                            e.seq as i64,
+                            e.recorded_at.micros(),
+                            e.payload,
+                            &e.payload_digest.0[..],
+                            &e.prev_hash.0[..],
+                            &e.entry_hash.0[..],
+                            c.kind.as_str(),
+                            c.occurred_at.map(|t| t.micros()),
+                            c.action,
+                            c.outcome,
+                            c.actor,
+                            c.patient,
+                            c.phi,
+                            c.idem.as_ref().map(|d| &d.0[..]),
+                        ])
+                        .map_err(insert_error)?;
+                }
+            }
+            // Dropping the transaction on an error above rolls it back: all or nothing.
+            tx.commit().map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn find_idempotent(
+        &self,
+        stream: &StreamId,
+        idem: &[Digest],
+    ) -> Result<Vec<Entry>, StoreError> {
+        let stream = stream.clone();
+        let idem = idem.to_vec();
+        self.with_reader(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND idem = ?2"
+                ))
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for d in &idem {
+                if let Some(e) = stmt
+                    .query_row(params![stream.as_str(), &d.0[..]], entry_from_row)
+                    .optional()
+                    .map_err(corrupt)?
+                {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get(&self, stream: &StreamId, seq: Seq) -> Result<Option<Entry>, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![stream.as_str(), seq as i64], entry_from_row)
+                    .optional()
+            })
+            .map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        from: Seq,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            let mut s = c
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"))
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![stream.as_str(), from as i64, limit as i64], entry_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+        .await
+    }
+
+    fn scan(&self, stream: &StreamId, from: Seq) -> EntryChunks {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let path = self.path.clone();
+        let stream = stream.clone();
+        std::thread::spawn(move || {
+            let run = || -> Result<(), StoreError> {
+                let mut conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(backend)?;
+                conn.busy_timeout(Duration::from_secs(30))
+                    .map_err(backend)?;
+                // One read transaction: the scan sees one snapshot even while appends go on.
+                let txn = conn.transaction().map_err(backend)?;
+                let mut stmt = txn
+                    .prepare(&format!("SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq >= ?2 ORDER BY seq"))
+                    .map_err(backend)?;
+                let mut rows = stmt
+                    .query(params![stream.as_str(), from as i64])
+                    .map_err(backend)?;
+                let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+                while let Some(row) = rows.next().map_err(backend)? {
+                    chunk.push(entry_from_row(row).map_err(corrupt)?);
+                    if chunk.len() == SCAN_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
+                        if tx.blocking_send(Ok(full)).is_err() {
+                            return Ok(()); // the consumer stopped early
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
+    }
+
+    async fn streams(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.with_reader(|c| {
+            // Skip-scan over the primary key: one index probe per stream, not a table scan.
+            let mut s = c
+                .prepare_cached(
+                    "WITH RECURSIVE s(name) AS (
+                        SELECT MIN(stream) FROM entries
+                        UNION ALL
+                        SELECT (SELECT MIN(stream) FROM entries WHERE stream > s.name) FROM s WHERE s.name IS NOT NULL)
+                     SELECT name FROM s WHERE name IS NOT NULL",
+                )
+                .map_err(backend)?;
+            let names = s.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
+            names
+                .map(|n| {
+                    let n = n.map_err(backend)?;
+                    StreamId::new(&n).map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,48 @@
+-- auditledger embedded store, schema 1.
+-- One row per entry. Every column is covered by a hash: seq, recorded_at, prev_hash and
+-- payload_digest by entry_hash; payload by payload_digest; the extracted columns (kind ..
+-- idem) are recomputed from the payload by `verify`.
+CREATE TABLE entries (
+    stream          TEXT    NOT NULL,
+    seq             INTEGER NOT NULL CHECK (seq >= 0),
+    recorded_at     INTEGER NOT NULL,
+    payload         BLOB,
+    payload_digest  BLOB    NOT NULL CHECK (length(payload_digest) = 32),
+    prev_hash       BLOB    NOT NULL CHECK (length(prev_hash) = 32),
+    entry_hash      BLOB    NOT NULL CHECK (length(entry_hash) = 32),
+    kind            TEXT    NOT NULL,
+    occurred_at     INTEGER,
+    action          TEXT,
+    outcome         TEXT,
+    actor           TEXT,
+    patient         TEXT,
+    phi             INTEGER NOT NULL DEFAULT 0 CHECK (phi IN (0, 1)),
+    idem            BLOB,
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+
+-- A retried append finds its first receipt; two writers cannot both store one key.
+CREATE UNIQUE INDEX entries_idem ON entries (stream, idem) WHERE idem IS NOT NULL;
+
+-- The database refuses a fork by itself: an entry is either a genesis (seq 0, zero prev_hash)
+-- or continues the entry before it. With the primary key, no two entries share a predecessor.
+CREATE TRIGGER entries_continue_chain BEFORE INSERT ON entries
+WHEN NOT (
+    (NEW.seq = 0 AND NEW.prev_hash = zeroblob(32))
+    OR EXISTS (SELECT 1 FROM entries
+               WHERE stream = NEW.stream AND seq = NEW.seq - 1 AND entry_hash = NEW.prev_hash)
+)
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: entry does not continue the chain');
+END;
+
+-- Append-only.
+CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: entries are append-only (UPDATE refused)');
+END;
+
+CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: entries are append-only (DELETE refused)');
+END;

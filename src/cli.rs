@@ -1,0 +1,203 @@
+//! Command-line definition. Every command and flag has help text: `auditledger --help`,
+//! `auditledger <command> --help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "auditledger",
+    version,
+    about = "A tamper-evident, hash-chained, append-only audit ledger for systems that handle PHI.",
+    long_about = "A tamper-evident, hash-chained, append-only audit ledger for systems that handle PHI.\n\n\
+Services append audit events (JSON); every identifier is pseudonymized with a keyed hash before it is \
+stored, each entry is chained to the digest of the one before it, and `verify` recomputes every digest \
+and link. Without --database-url the ledger lives in an embedded SQLite file in --data-dir.\n\n\
+Start with `auditledger demo` to see a synthetic clinic day appended and verified.",
+    after_help = "Exit status: 0 ok; 1 ledger damaged or input refused; 2 usage, I/O or store error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Directory holding the embedded ledger (ledger.db) and the keys (keys/).
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLEDGER_DATA_DIR",
+        default_value = "./auditledger-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Ledger stream to work on; streams chain independently (e.g. one per tenant).
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLEDGER_STREAM",
+        default_value = "default"
+    )]
+    pub stream: String,
+
+    /// Log filter (e.g. info, debug, auditledger=debug). Overrides RUST_LOG. Logs go to stderr
+    /// and never carry raw identifiers or keys.
+    #[arg(long, global = true, env = "AUDITLEDGER_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory, the secret pseudonymization key (owner-only file) and the
+    /// stream's genesis entry.
+    #[command(
+        long_about = "Create the data directory, the secret pseudonymization key and the stream's genesis entry.\n\n\
+The key is written to <data-dir>/keys/pseudonym.key with owner-only permissions (0600). Keep a copy \
+somewhere safe: without it nobody can pseudonymize an identifier to look it up, and pseudonyms made \
+with another key will not match. Instead of the file, the key may come from the environment variable \
+AUDITLEDGER_PSEUDONYM_KEY (64 hex digits). An existing key is never overwritten."
+    )]
+    Init,
+
+    /// Append events (JSON Lines) from stdin or a file.
+    #[command(
+        long_about = "Append audit events given as JSON Lines (one event object per line) from stdin or --file.\n\n\
+Every identifier (actor.user_id, actor.ip, actor.session_id, resource.id, patient_id) is pseudonymized \
+before it is stored. Without --chunk the whole input is one atomic request: if any line is invalid, \
+every problem is listed and nothing is written. With --chunk N, each group of N lines is atomic and \
+committed as it arrives (for pipes and very large imports); receipts then stream as entries commit."
+    )]
+    Append(AppendArgs),
+
+    /// Verify the whole ledger: every digest, hash, link, sequence number and column.
+    #[command(
+        long_about = "Verify the ledger: recompute every payload digest and entry hash, check every link, the \
+continuity of seq and every column stored beside the payload. Uses every core and constant memory; shows \
+progress on a terminal. Names the first damaged entry and the kind of damage.\n\n\
+With --export FILE, verifies an export file with no store at all.\n\n\
+Exit status: 0 intact, 1 damaged, 2 usage or I/O error."
+    )]
+    Verify(VerifyArgs),
+
+    /// Write the ledger to a file as a CBOR sequence (RFC 8742), verifiable offline.
+    Export(ExportArgs),
+
+    /// Print entries as JSON (pseudonyms, never raw identifiers).
+    Show(ShowArgs),
+
+    /// Print the newest entries as JSON Lines.
+    Tail(TailArgs),
+
+    /// Generate a realistic synthetic clinic day, append it, verify it, and explain what happened.
+    #[command(
+        long_about = "Generate a realistic synthetic day of a clinic (logins, failed logins including a brute-force \
+burst, PHI reads and updates, exports, a role change), append it through concurrent appenders, verify \
+the ledger and print what was done. Initializes --data-dir first when it has no key."
+    )]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// Read events from this file instead of stdin.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+
+    /// Print one receipt (seq, entry_hash, recorded_at) per event on stdout, as JSON Lines.
+    #[arg(long)]
+    pub receipts: bool,
+
+    /// Commit every N lines as their own atomic request, as they arrive.
+    #[arg(long, value_name = "N")]
+    pub chunk: Option<usize>,
+
+    /// Idempotency key: re-running the same append with the same key returns the original
+    /// receipts instead of writing twice (event i of the input is keyed by KEY and i).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
+    /// What to do with free text (detail, user_agent, request.path) that looks like PHI.
+    #[arg(long, value_enum, default_value_t = PhiPolicyArg::Reject)]
+    pub phi_policy: PhiPolicyArg,
+
+    /// The input comes from the legacy system: identifiers already hold its unkeyed SHA-256
+    /// hex and are stored as `sha256:<hex>` pseudonyms.
+    #[arg(long)]
+    pub legacy_hashed: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PhiPolicyArg {
+    /// Refuse the event, naming the field.
+    Reject,
+    /// Replace each PHI-looking match with [REDACTED:<kind>].
+    Redact,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Print one JSON object (ok, entries, head_seq, head_hash, first_bad_seq, problem, detail).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Verify this export file instead of the store (no store is opened).
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output file ('-' for stdout). An existing file is not overwritten.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// First seq to print.
+    pub seq: u64,
+
+    /// How many entries to print from SEQ on.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub count: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// How many of the newest entries to print.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub count: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Events in the synthetic day.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+
+    /// Concurrent appenders (the writer group-commits what they send).
+    #[arg(long, default_value_t = 16)]
+    pub appenders: usize,
+
+    /// Seed of the generator (same seed, same day).
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+}

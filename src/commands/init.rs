@@ -1,0 +1,44 @@
+//! `auditledger init`: the key and the genesis entry.
+
+use std::sync::Arc;
+
+use ledger::writer::open_stream;
+use ledger::SystemClock;
+
+use crate::context::Context;
+use crate::keys::{create_pseudonym_key, pseudonym_key_path, PSEUDONYM_KEY_ENV};
+use crate::EXIT_OK;
+
+pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
+    let dir = &ctx.global.data_dir;
+    let key_path = pseudonym_key_path(dir);
+    if std::env::var_os(PSEUDONYM_KEY_ENV).is_some() {
+        eprintln!("pseudonymization key: from {PSEUDONYM_KEY_ENV} (no key file written)");
+    } else if key_path.exists() {
+        eprintln!(
+            "pseudonymization key: {} exists, kept as it is",
+            key_path.display()
+        );
+    } else {
+        let key = create_pseudonym_key(dir)?;
+        eprintln!(
+            "pseudonymization key: created {} (key id {}, mode 0600). Back it up: pseudonyms can only be recomputed with it.",
+            key_path.display(),
+            key.id()
+        );
+    }
+    // Validates the key (environment or file) before any entry is written.
+    ctx.pseudonymizer()?;
+    let store = ctx.open_store().await?;
+    let (head, alg) = open_stream(store.as_ref(), &ctx.stream, &SystemClock).await?;
+    let _: Arc<_> = store.clone();
+    println!(
+        "ledger ready: {} stream {} ({} entries, head {}, hash {})",
+        store.describe(),
+        ctx.stream,
+        head.seq + 1,
+        head.entry_hash,
+        alg.name()
+    );
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,124 @@
+//! `auditledger verify`: of the store, or of an export file with no store at all.
+
+use std::io::{BufReader, IsTerminal};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::export::ExportReader;
+use ledger::store::SCAN_CHUNK;
+use ledger::verify::{verify_store, Verifier};
+use ledger::{VerifyOptions, VerifyReport};
+
+use crate::cli::VerifyArgs;
+use crate::context::Context;
+use crate::{EXIT_DAMAGED, EXIT_OK};
+
+/// A progress bar on stderr when it is a terminal (and the caller wants one).
+pub fn progress_bar(enabled: bool, total: Option<u64>, what: &str) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = if total.is_some() {
+        format!("{what} {{bar:40}} {{pos}}/{{len}} entries ({{per_sec}}, eta {{eta}})")
+    } else {
+        format!("{what} {{spinner}} {{pos}} entries ({{per_sec}})")
+    };
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
+    let show_progress = !args.json && !args.no_progress;
+    let report = match &args.export {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let bar = progress_bar(show_progress, None, "verifying export");
+            let path = path.clone();
+            let b = bar.clone();
+            let report = tokio::task::spawn_blocking(move || -> anyhow::Result<VerifyReport> {
+                let mut reader = ExportReader::open(BufReader::with_capacity(1 << 20, file))
+                    .with_context(|| format!("{} is not an auditledger export", path.display()))?;
+                let mut v = Verifier::new(reader.header().stream.clone());
+                let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+                loop {
+                    let next = reader.next_entry()?;
+                    let end = next.is_none();
+                    chunk.extend(next);
+                    if chunk.len() == SCAN_CHUNK || (end && !chunk.is_empty()) {
+                        let go_on = v.push(&chunk);
+                        chunk.clear();
+                        b.set_position(v.entries());
+                        if !go_on {
+                            break;
+                        }
+                    }
+                    if end {
+                        break;
+                    }
+                }
+                Ok(v.finish())
+            })
+            .await??;
+            bar.finish_and_clear();
+            report
+        }
+        None => {
+            let store = ctx.open_existing().await?;
+            let total = store.head(&ctx.stream).await?.map(|h| h.seq + 1);
+            if total.is_none() {
+                anyhow::bail!(
+                    "stream {} has no entries in {}",
+                    ctx.stream,
+                    store.describe()
+                );
+            }
+            let bar = progress_bar(show_progress, total, "verifying");
+            let b = bar.clone();
+            let report = verify_store(
+                store.as_ref(),
+                &ctx.stream,
+                &VerifyOptions::default(),
+                move |n| b.set_position(n),
+            )
+            .await?;
+            bar.finish_and_clear();
+            report
+        }
+    };
+    print_report(&report, args.json)?;
+    Ok(if report.ok { EXIT_OK } else { EXIT_DAMAGED })
+}
+
+pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else if report.ok {
+        match (report.head_seq, report.head_hash) {
+            (Some(seq), Some(hash)) => println!(
+                "intact: stream {}, {} entries verified, head seq {seq}, head hash {hash}",
+                report.stream, report.entries
+            ),
+            _ => println!("intact: stream {} has no entries", report.stream),
+        }
+    } else {
+        println!(
+            "DAMAGED: stream {}, first bad entry seq {}: {} ({})",
+            report.stream,
+            report
+                .first_bad_seq
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "?".into()),
+            report.problem.map(|p| p.as_str()).unwrap_or("unknown"),
+            report.detail.as_deref().unwrap_or("")
+        );
+        println!("{} entries before it verified", report.entries);
+    }
+    Ok(())
+}

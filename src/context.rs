@@ -1,0 +1,62 @@
+//! What every command needs: the store, the stream, and (for commands that pseudonymize) the
+//! key. Opening them is the only place that knows which store backs the ledger.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ledger::{Pseudonymizer, Store, StreamId};
+use store_sqlite::SqliteStore;
+
+use crate::cli::GlobalArgs;
+use crate::keys::{load_pseudonym_key, KeySource};
+
+pub struct Context {
+    pub global: GlobalArgs,
+    pub stream: StreamId,
+}
+
+impl Context {
+    pub fn new(global: GlobalArgs) -> anyhow::Result<Context> {
+        let stream = StreamId::new(&global.stream)?;
+        Ok(Context { global, stream })
+    }
+
+    /// Opens the store (creating the embedded one when needed).
+    pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let dir = self.global.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+            .await?
+            .with_context(|| {
+                format!(
+                    "cannot open the embedded ledger in {}",
+                    self.global.data_dir.display()
+                )
+            })?;
+        tracing::debug!(store = %store.describe(), "store opened");
+        Ok(Arc::new(store))
+    }
+
+    /// Opens the store and requires the stream to exist (for read-only commands).
+    pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if !self.global.data_dir.join(store_sqlite::DB_FILE).exists() {
+            anyhow::bail!(
+                "no ledger in {}: run `auditledger init` (or pass --data-dir)",
+                self.global.data_dir.display()
+            );
+        }
+        self.open_store().await
+    }
+
+    pub fn pseudonymizer(&self) -> anyhow::Result<Pseudonymizer> {
+        let (key, source) = load_pseudonym_key(&self.global.data_dir)?;
+        match source {
+            KeySource::Environment => {
+                tracing::debug!(key_id = %key.id(), "pseudonymization key from the environment")
+            }
+            KeySource::File(path) => {
+                tracing::debug!(key_id = %key.id(), path = %path.display(), "pseudonymization key from file")
+            }
+        }
+        Ok(Pseudonymizer::new(key))
+    }
+}
