@@ -1,0 +1,108 @@
+//! The store conformance suite: every `Store` implementation runs these, so the embedded and
+//! PostgreSQL stores are held to the same behaviour and the same tamper coverage (the shape of
+//! akd's `run_test_cases_for_storage_impl`).
+//!
+//! - [`behaviour`]: genesis, append, read, conflicts, atomicity, idempotency, concurrent writers.
+//! - [`tamper`]: each kind of damage an attacker with database access can do, done through the
+//!   store's own [`Tamper`] (which bypasses the append-only protections as such an attacker
+//!   would), and the verifier must name it at the right `seq`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ledger::{
+    Clock, Digest, Entry, GroupCommitWriter, HashAlg, Ingest, PreparedEntry, PseudonymKey,
+    Pseudonymizer, Seq, Store, StreamId, SystemClock, Timestamp, WriterConfig,
+};
+use serde_json::{json, Value};
+
+pub mod behaviour;
+pub mod tamper;
+
+/// Raw writes that bypass the store's append-only protections, as an attacker with superuser
+/// access to the database would do them. Implemented by each store's tests.
+#[async_trait]
+pub trait Tamper: Send + Sync {
+    /// Replaces every stored field of the row at `(stream, seq)` with those of `row`
+    /// (`row.seq` may differ: the row then moves to `row.seq`).
+    async fn overwrite(&self, stream: &StreamId, seq: Seq, row: &Entry);
+    /// Deletes the row.
+    async fn delete(&self, stream: &StreamId, seq: Seq);
+    /// Inserts a row as given.
+    async fn insert_raw(&self, row: &Entry);
+    /// Adds `delta` to the seq of every row with seq >= `from` (highest first when moving up).
+    async fn renumber(&self, stream: &StreamId, from: Seq, delta: i64);
+}
+
+/// The pseudonymizer every suite uses.
+pub fn test_pseudonymizer() -> Pseudonymizer {
+    Pseudonymizer::new(PseudonymKey::from_bytes([42; 32]))
+}
+
+/// A valid event whose fields vary with `i`.
+pub fn event(i: usize) -> Value {
+    let action = ["read", "update", "login", "export"][i % 4];
+    json!({"occurred_at": format!("2026-11-22T{:02}:{:02}:{:02}.250Z", (i / 3600) % 24, (i / 60) % 60, i % 60),
+           "action": action, "outcome": "success",
+           "actor": {"user_id": format!("u-{}", 1000 + i % 17), "role": "nurse", "ip": "10.1.4.22", "session_id": format!("s-{i}")},
+           "resource": {"type": "Patient", "id": format!("p-{}", 20000 + i % 101)},
+           "patient_id": format!("p-{}", 20000 + i % 101), "phi": true,
+           "source": "ehr-web", "detail": "viewed chart summary"})
+}
+
+/// Prepared entries for events `from..from+n`.
+pub fn prepared(from: usize, n: usize) -> Vec<PreparedEntry> {
+    let ingest = Ingest::new(test_pseudonymizer());
+    let values: Vec<Value> = (from..from + n).map(event).collect();
+    ingest
+        .prepare_batch(&values, None, from)
+        .expect("test events are valid")
+}
+
+/// Opens a writer on `stream` and appends `n` events in requests of `per_request`.
+pub async fn fill(
+    store: Arc<dyn Store>,
+    stream: &StreamId,
+    n: usize,
+    per_request: usize,
+) -> Vec<ledger::Receipt> {
+    let (w, task) = GroupCommitWriter::start(
+        store,
+        stream.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .expect("writer starts");
+    let mut receipts = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let k = per_request.min(n - i);
+        receipts.extend(w.append(prepared(i, k)).await.expect("append succeeds"));
+        i += k;
+    }
+    drop(w);
+    task.await.expect("writer task ends cleanly");
+    receipts
+}
+
+/// Recomputes `e`'s entry hash after a field was changed (what a careful forger does).
+pub fn rehash(e: &mut Entry) {
+    e.entry_hash = HashAlg::Sha256.entry_hash(
+        &e.stream,
+        e.seq,
+        e.recorded_at,
+        &e.prev_hash,
+        &e.payload_digest,
+    );
+}
+
+/// A clock fixed at a known instant, for entries built by hand.
+pub fn fixed_now() -> Timestamp {
+    ledger::ManualClock::new(Timestamp(1_795_000_000_000_000)).now()
+}
+
+/// The digest nobody committed to.
+pub fn bogus_digest() -> Digest {
+    Digest([0xee; 32])
+}

@@ -1,0 +1,179 @@
+//! The embedded store against the shared conformance and tamper suites, on real SQLite files.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ledger::{Entry, Seq, Store, StreamId};
+use rusqlite::{params, Connection};
+use store_conformance::Tamper;
+use store_sqlite::SqliteStore;
+
+/// An attacker with write access to the file: drops the protective triggers, then edits rows.
+struct SqliteTamper {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteTamper {
+    fn open(path: PathBuf) -> SqliteTamper {
+        let conn = Connection::open(path).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete; DROP TRIGGER entries_continue_chain;",
+        )
+        .unwrap();
+        SqliteTamper {
+            conn: Mutex::new(conn),
+        }
+    }
+}
+
+#[async_trait]
+impl Tamper for SqliteTamper {
+    async fn overwrite(&self, stream: &StreamId, seq: Seq, e: &Entry) {
+        let c = &e.columns;
+        let n = self
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "UPDATE entries SET seq = ?3, recorded_at = ?4, payload = ?5, payload_digest = ?6, prev_hash = ?7, entry_hash = ?8,
+                 kind = ?9, occurred_at = ?10, action = ?11, outcome = ?12, actor = ?13, patient = ?14, phi = ?15, idem = ?16
+                 WHERE stream = ?1 AND seq = ?2",
+                params![
+                    stream.as_str(), seq as i64, e.seq as i64, e.recorded_at.micros(), e.payload, &e.payload_digest.0[..],
+                    &e.prev_hash.0[..], &e.entry_hash.0[..], c.kind.as_str(), c.occurred_at.map(|t| t.micros()),
+                    c.action, c.outcome, c.actor, c.patient, c.phi, c.idem.as_ref().map(|d| &d.0[..]),
+                ],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn delete(&self, stream: &StreamId, seq: Seq) {
+        let n = self
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "DELETE FROM entries WHERE stream = ?1 AND seq = ?2",
+                params![stream.as_str(), seq as i64],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn insert_raw(&self, e: &Entry) {
+        let c = &e.columns;
+        self.conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO entries (stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at,
+                 action, outcome, actor, patient, phi, idem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    e.stream.as_str(), e.seq as i64, e.recorded_at.micros(), e.payload, &e.payload_digest.0[..],
+                    &e.prev_hash.0[..], &e.entry_hash.0[..], c.kind.as_str(), c.occurred_at.map(|t| t.micros()),
+                    c.action, c.outcome, c.actor, c.patient, c.phi, c.idem.as_ref().map(|d| &d.0[..]),
+                ],
+            )
+            .unwrap();
+    }
+
+    async fn renumber(&self, stream: &StreamId, from: Seq, delta: i64) {
+        // Through a far-away range, so the primary key never sees two rows at one seq.
+        const AWAY: i64 = 1_000_000_000;
+        let conn = self.conn.lock().unwrap();
+        conn.execute(
+            "UPDATE entries SET seq = seq + ?3 + ?4 WHERE stream = ?1 AND seq >= ?2",
+            params![stream.as_str(), from as i64, delta, AWAY],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE entries SET seq = seq - ?2 WHERE stream = ?1 AND seq >= ?2",
+            params![stream.as_str(), AWAY],
+        )
+        .unwrap();
+    }
+}
+
+fn fresh_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behaviour() {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    store_conformance::behaviour::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_and_named() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::tamper::run_all(|| {
+        let dirs = dirs.clone();
+        async move {
+            let dir = fresh_dir();
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+            let tamper: Arc<dyn Tamper> =
+                Arc::new(SqliteTamper::open(dir.path().join(store_sqlite::DB_FILE)));
+            dirs.lock().unwrap().push(dir);
+            (store, tamper)
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_update_and_delete() {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    store_conformance::fill(store, &StreamId::default(), 3, 3).await;
+    let conn = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    let update = conn
+        .execute("UPDATE entries SET action = 'x' WHERE seq = 1", [])
+        .unwrap_err();
+    assert!(update.to_string().contains("append-only"), "{update}");
+    let delete = conn
+        .execute("DELETE FROM entries WHERE seq = 3", [])
+        .unwrap_err();
+    assert!(delete.to_string().contains("append-only"), "{delete}");
+    let delete_all = conn.execute("DELETE FROM entries", []).unwrap_err();
+    assert!(
+        delete_all.to_string().contains("append-only"),
+        "{delete_all}"
+    );
+    let count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 4);
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_ledger_and_refuses_a_newer_schema() {
+    let dir = fresh_dir();
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        store_conformance::fill(store, &StreamId::default(), 2, 2).await;
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.head(&StreamId::default()).await.unwrap().unwrap().seq,
+        2
+    );
+    drop(store);
+    let conn = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    conn.execute(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+         SELECT 99, 'future', applied_on, checksum FROM refinery_schema_history WHERE version = 1",
+        [],
+    )
+    .unwrap();
+    let err = SqliteStore::open(dir.path())
+        .err()
+        .expect("a newer schema is refused")
+        .to_string();
+    assert!(err.contains("99") || err.contains("migrat"), "{err}");
+}
