@@ -46,3 +46,42 @@ CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
 BEGIN
     SELECT RAISE(ABORT, 'auditledger: entries are append-only (DELETE refused)');
 END;
+
+-- Hashes of perfect Merkle subtrees of level >= 4 (see crates/ledger/src/merkle.rs), written in
+-- the transaction of the entries that complete them. Derivable from the entries, so verify
+-- recomputes and compares them.
+CREATE TABLE merkle_nodes (
+    stream  TEXT    NOT NULL,
+    level   INTEGER NOT NULL CHECK (level BETWEEN 4 AND 63),
+    idx     INTEGER NOT NULL CHECK (idx >= 0),
+    hash    BLOB    NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (stream, level, idx)
+) WITHOUT ROWID;
+
+CREATE TRIGGER merkle_nodes_no_update BEFORE UPDATE ON merkle_nodes
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: merkle_nodes are append-only (UPDATE refused)');
+END;
+
+CREATE TRIGGER merkle_nodes_no_delete BEFORE DELETE ON merkle_nodes
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: merkle_nodes are append-only (DELETE refused)');
+END;
+
+-- Signed checkpoints (C2SP signed-note text), one per stream and tree size.
+CREATE TABLE checkpoints (
+    stream      TEXT    NOT NULL,
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    note        TEXT    NOT NULL,
+    PRIMARY KEY (stream, size)
+) WITHOUT ROWID;
+
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: checkpoints are append-only (UPDATE refused)');
+END;
+
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'auditledger: checkpoints are append-only (DELETE refused)');
+END;

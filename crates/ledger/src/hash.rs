@@ -63,7 +63,7 @@ impl HashAlg {
         prev_hash: &Digest,
         payload_digest: &Digest,
     ) -> Digest {
-        let mut buf = [0u8; 256];
+        let mut buf = [0u8; PREIMAGE_MAX];
         let len = entry_preimage(
             &mut buf,
             self,
@@ -77,9 +77,9 @@ impl HashAlg {
     }
 }
 
-/// Upper bound of a preimage: tag, two bytes, a stream name of at most 64 bytes, two
+/// Size of the largest preimage: the tag, two bytes, a stream name of at most 64 bytes, two
 /// integers and two 32-byte digests, each variable field with a 4-byte length.
-const _PREIMAGE_FITS: () = assert!(4 + 17 + 2 + 4 + 64 + 8 + 8 + 4 + 32 + 4 + 32 <= 256);
+pub const PREIMAGE_MAX: usize = 4 + ENTRY_DOMAIN_TAG.len() + 2 + 4 + 64 + 8 + 8 + 4 + 32 + 4 + 32;
 
 /// Writes the entry-hash preimage into `buf` and returns its length:
 ///
@@ -94,7 +94,7 @@ const _PREIMAGE_FITS: () = assert!(4 + 17 + 2 + 4 + 64 + 8 + 8 + 4 + 32 + 4 + 32
 /// u32be(32) || payload_digest
 /// ```
 pub fn entry_preimage(
-    buf: &mut [u8; 256],
+    buf: &mut [u8; PREIMAGE_MAX],
     alg: HashAlg,
     stream: &StreamId,
     seq: Seq,

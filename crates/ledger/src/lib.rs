@@ -12,6 +12,8 @@
 //! - [`pseudonym`]: keyed BLAKE3 pseudonyms and the legacy unkeyed SHA-256 mode.
 //! - [`payload`]: the canonical CBOR payload of an entry.
 //! - [`entry`]: stored entries, extracted columns, receipts and chaining.
+//! - [`merkle`]: the RFC 9162 Merkle tree: hashing, the append frontier.
+//! - [`tree`]: reading subtree hashes, roots and proofs from a store in O(log n) reads.
 //! - [`store`]: the `Store` trait every backend implements.
 //! - [`writer`]: the single-writer group-commit append path.
 //! - [`verify`]: full verification, in parallel, in constant memory.
@@ -24,10 +26,12 @@ pub mod event;
 pub mod export;
 pub mod hash;
 pub mod ingest;
+pub mod merkle;
 pub mod payload;
 pub mod phi;
 pub mod pseudonym;
 pub mod store;
+pub mod tree;
 pub mod types;
 pub mod verify;
 pub mod writer;
@@ -37,10 +41,11 @@ pub use entry::{Columns, Entry, EntryKind, PreparedEntry, Receipt};
 pub use event::{Action, ActionClass, AuditEvent, EventError, FieldError, Outcome, ParseOptions};
 pub use hash::HashAlg;
 pub use ingest::{IdentifierMode, Ingest};
+pub use merkle::{Frontier, MerkleNode};
 pub use payload::{Genesis, Payload, StoredEvent};
 pub use phi::{PhiPolicy, PhiScanner};
 pub use pseudonym::{KeyId, Pseudonym, PseudonymKey, Pseudonymizer};
-pub use store::{EntryChunks, Head, Store, StoreError};
+pub use store::{AppendBatch, EntryChunks, Head, Store, StoreError, StoredCheckpoint};
 pub use types::{Digest, Seq, StreamId, Timestamp};
 pub use verify::{Problem, VerifyOptions, VerifyReport};
 pub use writer::{AppendError, GroupCommitWriter, WriterConfig};

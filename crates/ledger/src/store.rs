@@ -7,7 +7,22 @@
 use async_trait::async_trait;
 
 use crate::entry::Entry;
+use crate::merkle::MerkleNode;
 use crate::types::{Digest, Seq, StreamId, Timestamp};
+
+/// What one append transaction writes: consecutive entries and the Merkle nodes they complete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendBatch {
+    pub entries: Vec<Entry>,
+    pub nodes: Vec<MerkleNode>,
+}
+
+/// A signed checkpoint as stored: its tree size and its signed-note text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+}
 
 /// The newest entry of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +62,11 @@ pub trait Store: Send + Sync + 'static {
     /// The newest entry of `stream`, or `None` when the stream has no genesis entry yet.
     async fn head(&self, stream: &StreamId) -> Result<Option<Head>, StoreError>;
 
-    /// Writes `entries` (consecutive, in one stream, continuing the head) in one transaction:
-    /// all or nothing, durable when this returns `Ok`. Fails with `Conflict` when an entry's
-    /// `(stream, seq)` or idempotency digest exists already.
-    async fn append(&self, entries: Vec<Entry>) -> Result<(), StoreError>;
+    /// Writes the batch's entries (consecutive, in one stream, continuing the head) and Merkle
+    /// nodes in one transaction: all or nothing, durable when this returns `Ok`. Fails with
+    /// `Conflict` when an entry's `(stream, seq)` or idempotency digest exists already, or an
+    /// entry does not continue the chain.
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError>;
 
     /// Entries of `stream` whose idempotency digest is one of `idem`.
     async fn find_idempotent(
@@ -75,4 +91,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// The streams that have entries.
     async fn streams(&self) -> Result<Vec<StreamId>, StoreError>;
+
+    /// The stored Merkle nodes among `wanted` `(level, index)` pairs (absent ones are left out).
+    async fn merkle_nodes(
+        &self,
+        stream: &StreamId,
+        wanted: &[(u8, u64)],
+    ) -> Result<Vec<MerkleNode>, StoreError>;
+
+    /// Every stored Merkle node of `stream` with `level`, ascending index, from `from_index`
+    /// on (for verification of the stored tree).
+    async fn merkle_level(
+        &self,
+        stream: &StreamId,
+        level: u8,
+        from_index: u64,
+        limit: usize,
+    ) -> Result<Vec<MerkleNode>, StoreError>;
+
+    /// The entry hashes of `seq` in `from..to`, in order (the tree's leaves).
+    async fn entry_hashes(
+        &self,
+        stream: &StreamId,
+        from: Seq,
+        to: Seq,
+    ) -> Result<Vec<Digest>, StoreError>;
+
+    /// Stores a signed checkpoint (append-only; storing one for an existing size is a no-op).
+    async fn put_checkpoint(
+        &self,
+        stream: &StreamId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError>;
+
+    /// Stored checkpoints of `stream`, ascending size.
+    async fn checkpoints(&self, stream: &StreamId) -> Result<Vec<StoredCheckpoint>, StoreError>;
 }

@@ -29,8 +29,10 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::entry::{Entry, PreparedEntry, Receipt};
 use crate::hash::HashAlg;
+use crate::merkle::Frontier;
 use crate::payload::Payload;
-use crate::store::{Head, Store, StoreError};
+use crate::store::{AppendBatch, Head, Store, StoreError};
+use crate::tree::load_frontier;
 use crate::types::{Digest, StreamId};
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,7 @@ impl GroupCommitWriter {
         config: WriterConfig,
     ) -> Result<(GroupCommitWriter, JoinHandle<()>), StoreError> {
         let (head, alg) = open_stream(store.as_ref(), &stream, clock.as_ref()).await?;
+        let frontier = load_frontier(store.as_ref(), &stream, head.seq + 1).await?;
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let stats = Arc::new(WriterStats::default());
         let task = WriterTask {
@@ -114,7 +117,7 @@ impl GroupCommitWriter {
             alg,
             clock,
             config,
-            head: Some(head),
+            head: Some((head, frontier)),
             rx,
             stats: stats.clone(),
         };
@@ -205,7 +208,12 @@ pub async fn open_stream(
         let genesis =
             PreparedEntry::genesis(stream, alg, now).chain(stream, 0, now, Digest::ZERO, alg);
         let genesis_hash = genesis.entry_hash;
-        match store.append(vec![genesis]).await {
+        // The tree of size 1 completes no stored node.
+        let batch = AppendBatch {
+            entries: vec![genesis],
+            nodes: Vec::new(),
+        };
+        match store.append(batch).await {
             Ok(()) => {
                 tracing::info!(stream = %stream, "created stream with its genesis entry");
                 return Ok((
@@ -230,8 +238,9 @@ struct WriterTask {
     alg: HashAlg,
     clock: Arc<dyn Clock>,
     config: WriterConfig,
-    /// The head as last committed or read; `None` after a failure left it unknown.
-    head: Option<Head>,
+    /// The head as last committed or read, and the Merkle frontier of the tree up to it;
+    /// `None` after a failure or a lost race left them unknown.
+    head: Option<(Head, Frontier)>,
     rx: mpsc::Receiver<Request>,
     stats: Arc<WriterStats>,
 }
@@ -295,19 +304,25 @@ impl WriterTask {
     /// One attempt: plan, chain, write, and on success answer every request (draining
     /// `pending`). On failure `pending` is left for the next attempt or the error reply.
     async fn try_commit(&mut self, pending: &mut Vec<Request>) -> Result<(), CommitFailure> {
-        let head = match self.head {
-            Some(h) => h,
+        let (head, frontier) = match self.head.take() {
+            Some(known) => known,
             None => {
                 let h = self
                     .store
                     .head(&self.stream)
                     .await
                     .map_err(CommitFailure::from_read)?;
-                h.ok_or_else(|| {
+                let h = h.ok_or_else(|| {
                     CommitFailure::Failed(format!("stream {} lost its genesis entry", self.stream))
-                })?
+                })?;
+                let f = load_frontier(self.store.as_ref(), &self.stream, h.seq + 1)
+                    .await
+                    .map_err(CommitFailure::from_read)?;
+                (h, f)
             }
         };
+        // Kept for the paths below that leave the head where it is; replaced on commit.
+        self.head = Some((head, frontier.clone()));
 
         // Idempotency: which digests are stored already?
         let idems: Vec<Digest> = pending
@@ -385,7 +400,19 @@ impl WriterTask {
         let receipts: Vec<Receipt> = new_entries.iter().map(Entry::receipt).collect();
         if let Some(last) = receipts.last().cloned() {
             let count = new_entries.len();
-            match self.store.append(new_entries).await {
+            let mut next_frontier = frontier;
+            let mut nodes = Vec::new();
+            for e in &new_entries {
+                next_frontier.push(&e.entry_hash, &mut nodes);
+            }
+            match self
+                .store
+                .append(AppendBatch {
+                    entries: new_entries,
+                    nodes,
+                })
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict(why)) => {
                     tracing::debug!(stream = %self.stream, why = %why, "lost the race for the head; re-reading it");
@@ -398,8 +425,10 @@ impl WriterTask {
                         Ok(Some(h)) if (h.seq, h.entry_hash) == (last.seq, last.entry_hash) => {
                             tracing::warn!(stream = %self.stream, error = %e, "store reported an error but the batch is committed");
                         }
-                        Ok(h) => {
-                            self.head = h;
+                        Ok(_) => {
+                            // Not committed; the head may still have moved (another writer):
+                            // re-read it before the next batch.
+                            self.head = None;
                             return Err(CommitFailure::Failed(e.to_string()));
                         }
                         Err(_) => {
@@ -409,18 +438,19 @@ impl WriterTask {
                     }
                 }
             }
-            self.head = Some(Head {
-                seq: last.seq,
-                entry_hash: last.entry_hash,
-                recorded_at,
-            });
+            self.head = Some((
+                Head {
+                    seq: last.seq,
+                    entry_hash: last.entry_hash,
+                    recorded_at,
+                },
+                next_frontier,
+            ));
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .entries
                 .fetch_add(count as u64, Ordering::Relaxed);
             tracing::trace!(stream = %self.stream, entries = count, requests = pending.len(), head = last.seq, "batch committed");
-        } else {
-            self.head = Some(head);
         }
 
         for (request, plan) in pending.drain(..).zip(plans) {

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use ledger::merkle::root_of;
+use ledger::tree::{root_at, subtree_hashes};
 use ledger::verify::verify_store;
 use ledger::{
-    Digest, GroupCommitWriter, Store, StoreError, StreamId, SystemClock, VerifyOptions,
-    WriterConfig,
+    AppendBatch, Digest, GroupCommitWriter, Store, StoreError, StoredCheckpoint, StreamId,
+    SystemClock, VerifyOptions, WriterConfig,
 };
 
 use crate::{fill, prepared};
@@ -18,6 +20,49 @@ pub async fn run_all(store: Arc<dyn Store>) {
     idempotent_retry_returns_first_receipt(store.clone()).await;
     concurrent_appenders_make_one_chain(store.clone()).await;
     streams_are_independent(store.clone()).await;
+    merkle_tree_and_checkpoints(store.clone()).await;
+}
+
+/// The stored tree gives the same roots as the entries themselves, at every size.
+pub async fn merkle_tree_and_checkpoints(store: Arc<dyn Store>) {
+    let s = StreamId::new("conf-merkle").unwrap();
+    fill(store.clone(), &s, 200, 13).await;
+    let leaves = store.entry_hashes(&s, 0, 201).await.unwrap();
+    assert_eq!(leaves.len(), 201);
+    for size in [1u64, 2, 15, 16, 17, 64, 100, 128, 199, 201] {
+        assert_eq!(
+            root_at(store.as_ref(), &s, size).await.unwrap(),
+            root_of(&leaves[..size as usize]),
+            "size {size}"
+        );
+    }
+    let nodes = subtree_hashes(store.as_ref(), &s, &[(4, 0), (7, 0), (5, 5)])
+        .await
+        .unwrap();
+    assert_eq!(nodes[&(7, 0)], root_of(&leaves[..128]));
+    assert_eq!(nodes[&(5, 5)], root_of(&leaves[160..192]));
+    let level4 = store.merkle_level(&s, 4, 0, 100).await.unwrap();
+    assert_eq!(level4.len(), 201 / 16);
+
+    let first = StoredCheckpoint {
+        size: 100,
+        note: "checkpoint at 100\n".into(),
+    };
+    store.put_checkpoint(&s, &first).await.unwrap();
+    store.put_checkpoint(&s, &first).await.unwrap();
+    store
+        .put_checkpoint(
+            &s,
+            &StoredCheckpoint {
+                size: 201,
+                note: "checkpoint at 201\n".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let all = store.checkpoints(&s).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.size).collect::<Vec<_>>(), [100, 201]);
+    assert_eq!(all[0], first);
 }
 
 async fn verify_ok(store: &dyn Store, stream: &StreamId, entries: u64) {
@@ -96,7 +141,13 @@ pub async fn conflicting_batch_writes_nothing(store: Arc<dyn Store>) {
         ledger::HashAlg::Sha256,
     );
     batch.push(fork);
-    match store.append(batch).await {
+    match store
+        .append(AppendBatch {
+            entries: batch,
+            nodes: Vec::new(),
+        })
+        .await
+    {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("a fork must be refused as a conflict, got {other:?}"),
     }
@@ -116,7 +167,12 @@ pub async fn conflicting_batch_writes_nothing(store: Arc<dyn Store>) {
     );
     assert!(
         matches!(
-            store.append(vec![stray]).await,
+            store
+                .append(AppendBatch {
+                    entries: vec![stray],
+                    nodes: Vec::new()
+                })
+                .await,
             Err(StoreError::Conflict(_))
         ),
         "a broken link is refused"

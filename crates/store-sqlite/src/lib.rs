@@ -16,8 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ledger::store::SCAN_CHUNK;
 use ledger::{
-    Columns, Digest, Entry, EntryChunks, EntryKind, Head, Seq, Store, StoreError, StreamId,
-    Timestamp,
+    AppendBatch, Columns, Digest, Entry, EntryChunks, EntryKind, Head, MerkleNode, Seq, Store,
+    StoreError, StoredCheckpoint, StreamId, Timestamp,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
@@ -215,7 +215,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
         let conn = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().map_err(|_| backend("writer connection poisoned"))?;
@@ -226,7 +226,7 @@ impl Store for SqliteStore {
                 let mut insert = tx
                     .prepare_cached(&format!("INSERT INTO entries ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"))
                     .map_err(backend)?;
-                for e in &entries {
+                for e in &batch.entries {
                     let c = &e.columns;
                     insert
                         .execute(params![
@@ -247,6 +247,13 @@ impl Store for SqliteStore {
                             c.idem.as_ref().map(|d| &d.0[..]),
                         ])
                         .map_err(insert_error)?;
+                }
+                let mut node = tx
+                    .prepare_cached("INSERT INTO merkle_nodes (stream, level, idx, hash) VALUES (?1, ?2, ?3, ?4)")
+                    .map_err(backend)?;
+                let stream = batch.entries.first().map(|e| e.stream.as_str()).unwrap_or_default();
+                for n in &batch.nodes {
+                    node.execute(params![stream, n.level, n.index as i64, &n.hash.0[..]]).map_err(insert_error)?;
                 }
             }
             // Dropping the transaction on an error above rolls it back: all or nothing.
@@ -380,6 +387,119 @@ impl Store for SqliteStore {
                     StreamId::new(&n).map_err(|e| StoreError::Corrupt(e.to_string()))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn merkle_nodes(
+        &self,
+        stream: &StreamId,
+        wanted: &[(u8, u64)],
+    ) -> Result<Vec<MerkleNode>, StoreError> {
+        let stream = stream.clone();
+        let wanted = wanted.to_vec();
+        self.with_reader(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT hash FROM merkle_nodes WHERE stream = ?1 AND level = ?2 AND idx = ?3",
+                )
+                .map_err(backend)?;
+            let mut out = Vec::with_capacity(wanted.len());
+            for (level, index) in wanted {
+                let hash = s
+                    .query_row(params![stream.as_str(), level, index as i64], |r| {
+                        blob32(r, 0, "hash")
+                    })
+                    .optional()
+                    .map_err(corrupt)?;
+                if let Some(hash) = hash {
+                    out.push(MerkleNode { level, index, hash });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn merkle_level(
+        &self,
+        stream: &StreamId,
+        level: u8,
+        from_index: u64,
+        limit: usize,
+    ) -> Result<Vec<MerkleNode>, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            let mut s = c
+                .prepare_cached("SELECT idx, hash FROM merkle_nodes WHERE stream = ?1 AND level = ?2 AND idx >= ?3 ORDER BY idx LIMIT ?4")
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![stream.as_str(), level, from_index as i64, limit as i64], |r| {
+                    Ok(MerkleNode { level, index: r.get::<_, i64>(0)? as u64, hash: blob32(r, 1, "hash")? })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn entry_hashes(
+        &self,
+        stream: &StreamId,
+        from: Seq,
+        to: Seq,
+    ) -> Result<Vec<Digest>, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            let mut s = c
+                .prepare_cached("SELECT entry_hash FROM entries WHERE stream = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq")
+                .map_err(backend)?;
+            let rows = s
+                .query_map(params![stream.as_str(), from as i64, to as i64], |r| blob32(r, 0, "entry_hash"))
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn put_checkpoint(
+        &self,
+        stream: &StreamId,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        let conn = self.writer.clone();
+        let stream = stream.clone();
+        let checkpoint = checkpoint.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(|_| backend("writer connection poisoned"))?;
+            conn.execute(
+                "INSERT INTO checkpoints (stream, size, note) VALUES (?1, ?2, ?3) ON CONFLICT (stream, size) DO NOTHING",
+                params![stream.as_str(), checkpoint.size as i64, checkpoint.note],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn checkpoints(&self, stream: &StreamId) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT size, note FROM checkpoints WHERE stream = ?1 ORDER BY size",
+                )
+                .map_err(backend)?;
+            let rows = s
+                .query_map([stream.as_str()], |r| {
+                    Ok(StoredCheckpoint {
+                        size: r.get::<_, i64>(0)? as u64,
+                        note: r.get(1)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
         })
         .await
     }
