@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use futures::stream::{FuturesOrdered, StreamExt};
 use ledger::event::{EventError, FieldError, ParseOptions};
 use ledger::{
-    GroupCommitWriter, IdentifierMode, Ingest, PhiPolicy, Receipt, SystemClock, WriterConfig,
+    GroupCommitWriter, IdentifierMode, Ingest, PhiPolicy, PreparedEntry, Receipt, SystemClock,
+    WriterConfig,
 };
 use serde_json::Value;
 
@@ -54,6 +55,7 @@ pub async fn run(ctx: &Context, args: AppendArgs) -> anyhow::Result<u8> {
     task.await.context("writer task failed")?;
     let (written, first, last, refused) = outcome?;
     match (first, last) {
+        _ if refused && written == 0 => {}
         (Some(a), Some(b)) => eprintln!(
             "appended {written} events to stream {}: seq {a}..={b}",
             ctx.stream
@@ -66,28 +68,55 @@ pub async fn run(ctx: &Context, args: AppendArgs) -> anyhow::Result<u8> {
 /// (events acknowledged, first seq, last seq, whether input was refused)
 type Outcome = anyhow::Result<(u64, Option<u64>, Option<u64>, bool)>;
 
-/// Reads JSON lines into values, keeping each event's line number; a line that is not JSON
-/// becomes an error naming the line.
-fn parse_lines(lines: &[(usize, String)]) -> (Vec<Value>, Vec<EventError>) {
+/// Parses each line as JSON, then validates and prepares every event. Either all are valid,
+/// or every problem of every line is returned (syntax errors and rule violations alike), each
+/// numbered by its position in `lines`.
+fn prepare_lines(
+    ingest: &Ingest,
+    lines: &[(usize, String)],
+    idem: Option<&str>,
+    first_index: usize,
+) -> Result<Vec<PreparedEntry>, Vec<EventError>> {
     let mut values = Vec::with_capacity(lines.len());
-    let mut errors = Vec::new();
+    let mut syntax = Vec::new();
     for (i, (_, line)) in lines.iter().enumerate() {
         match serde_json::from_str::<Value>(line) {
             Ok(v) => values.push(v),
-            Err(e) => errors.push(EventError {
-                index: Some(i),
-                errors: vec![FieldError {
-                    field: "$".into(),
-                    rule: format!(
-                        "must be one JSON object per line (column {}: {})",
-                        e.column(),
-                        category(&e)
-                    ),
-                }],
-            }),
+            Err(e) => {
+                values.push(Value::Null);
+                syntax.push(EventError {
+                    index: Some(i),
+                    errors: vec![FieldError {
+                        field: "$".into(),
+                        rule: format!(
+                            "must be one JSON object per line (column {}: {})",
+                            e.column(),
+                            category(&e)
+                        ),
+                    }],
+                });
+            }
         }
     }
-    (values, errors)
+    match ingest.prepare_batch(&values, idem, first_index) {
+        Ok(prepared) if syntax.is_empty() => Ok(prepared),
+        Ok(_) => Err(syntax),
+        Err(invalid) => {
+            // A line that is not JSON was validated as `null`: keep only its syntax error.
+            let unparsable: Vec<Option<usize>> = syntax.iter().map(|s| s.index).collect();
+            let mut all: Vec<EventError> = invalid
+                .into_iter()
+                .map(|mut e| {
+                    e.index = e.index.map(|i| i - first_index);
+                    e
+                })
+                .filter(|e| !unparsable.contains(&e.index))
+                .chain(syntax)
+                .collect();
+            all.sort_by_key(|e| e.index);
+            Err(all)
+        }
+    }
 }
 
 fn category(e: &serde_json::Error) -> &'static str {
@@ -112,6 +141,7 @@ fn report_refusal(lines: &[(usize, String)], errors: &[EventError]) {
     }
 }
 
+/// Reads up to `max` non-blank lines, numbering them from `line_no`.
 fn read_lines(
     input: &mut dyn BufRead,
     max: usize,
@@ -144,6 +174,7 @@ fn print_receipts(receipts: &[Receipt]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The whole input as one atomic request.
 async fn append_all(
     writer: &GroupCommitWriter,
     ingest: &Ingest,
@@ -155,33 +186,33 @@ async fn append_all(
     if lines.is_empty() {
         return Ok((0, None, None, false));
     }
-    let (values, mut errors) = parse_lines(&lines);
-    if errors.is_empty() {
-        match ingest.prepare_batch(&values, args.idempotency_key.as_deref(), 0) {
-            Ok(prepared) => {
-                let receipts = writer.append(prepared).await?;
-                if args.receipts {
-                    print_receipts(&receipts)?;
-                }
-                return Ok((
-                    receipts.len() as u64,
-                    receipts.first().map(|r| r.seq),
-                    receipts.last().map(|r| r.seq),
-                    false,
-                ));
+    match prepare_lines(ingest, &lines, args.idempotency_key.as_deref(), 0) {
+        Ok(prepared) => {
+            let receipts = writer.append(prepared).await?;
+            if args.receipts {
+                print_receipts(&receipts)?;
             }
-            Err(e) => errors = e,
+            Ok((
+                receipts.len() as u64,
+                receipts.first().map(|r| r.seq),
+                receipts.last().map(|r| r.seq),
+                false,
+            ))
+        }
+        Err(errors) => {
+            report_refusal(&lines, &errors);
+            eprintln!(
+                "refused: {} of {} events are invalid; nothing was written",
+                errors.len(),
+                lines.len()
+            );
+            Ok((0, None, None, true))
         }
     }
-    report_refusal(&lines, &errors);
-    eprintln!(
-        "refused: {} of {} events are invalid; nothing was written",
-        errors.len(),
-        lines.len()
-    );
-    Ok((0, None, None, true))
 }
 
+/// Every `chunk` lines as their own atomic request, committed as they arrive; receipts are
+/// printed in input order as soon as they are acknowledged.
 async fn append_chunked(
     writer: &GroupCommitWriter,
     ingest: &Arc<Ingest>,
@@ -192,66 +223,56 @@ async fn append_chunked(
     let mut line_no = 0;
     let mut index = 0usize;
     let mut in_flight = FuturesOrdered::new();
-    let (mut written, mut first, mut last) = (0u64, None, None);
+    let mut tally = Tally::default();
     let mut refused = false;
     loop {
         let lines = read_lines(input.as_mut(), chunk, &mut line_no)?;
         if lines.is_empty() {
             break;
         }
-        let (values, mut errors) = parse_lines(&lines);
-        let prepared = if errors.is_empty() {
-            match ingest.prepare_batch(&values, args.idempotency_key.as_deref(), index) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    errors = e
-                        .into_iter()
-                        .map(|mut e| {
-                            e.index = e.index.map(|i| i - index);
-                            e
-                        })
-                        .collect();
-                    None
-                }
+        let prepared = match prepare_lines(ingest, &lines, args.idempotency_key.as_deref(), index) {
+            Ok(p) => p,
+            Err(errors) => {
+                report_refusal(&lines, &errors);
+                eprintln!(
+                    "refused the chunk of lines {}..={}; chunks before it are committed, nothing after it was read",
+                    lines[0].0,
+                    lines[lines.len() - 1].0
+                );
+                refused = true;
+                break;
             }
-        } else {
-            None
-        };
-        let Some(prepared) = prepared else {
-            report_refusal(&lines, &errors);
-            eprintln!("refused the chunk of lines {}..={}; chunks before it are committed, nothing after it was read", lines[0].0, lines[lines.len() - 1].0);
-            refused = true;
-            break;
         };
         index += prepared.len();
         let w = writer.clone();
         in_flight.push_back(async move { w.append(prepared).await });
         while in_flight.len() >= MAX_IN_FLIGHT {
             if let Some(r) = in_flight.next().await {
-                record(r?, args, &mut written, &mut first, &mut last)?;
+                tally.record(r?, args.receipts)?;
             }
         }
     }
     while let Some(r) = in_flight.next().await {
-        record(r?, args, &mut written, &mut first, &mut last)?;
+        tally.record(r?, args.receipts)?;
     }
-    Ok((written, first, last, refused))
+    Ok((tally.written, tally.first, tally.last, refused))
 }
 
-fn record(
-    receipts: Vec<Receipt>,
-    args: &AppendArgs,
-    written: &mut u64,
-    first: &mut Option<u64>,
-    last: &mut Option<u64>,
-) -> anyhow::Result<()> {
-    if args.receipts {
-        print_receipts(&receipts)?;
+#[derive(Default)]
+struct Tally {
+    written: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+impl Tally {
+    fn record(&mut self, receipts: Vec<Receipt>, print: bool) -> anyhow::Result<()> {
+        if print {
+            print_receipts(&receipts)?;
+        }
+        self.written += receipts.len() as u64;
+        self.first = self.first.or(receipts.first().map(|r| r.seq));
+        self.last = receipts.last().map(|r| r.seq).or(self.last);
+        Ok(())
     }
-    *written += receipts.len() as u64;
-    if first.is_none() {
-        *first = receipts.first().map(|r| r.seq);
-    }
-    *last = receipts.last().map(|r| r.seq).or(*last);
-    Ok(())
 }
