@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::event::AuditEvent;
 use crate::hash::HashAlg;
-use crate::payload::{Genesis, Payload, PayloadError, StoredEvent};
+use crate::payload::{ColumnsRef, Genesis, Payload, PayloadError, StoredEvent};
 use crate::pseudonym::Pseudonymizer;
 use crate::types::{Digest, Seq, StreamId, Timestamp};
 
@@ -75,6 +75,53 @@ impl Columns {
                 phi: e.phi,
                 idem: e.idem,
             },
+        }
+    }
+
+    /// The columns of a payload given as its stored bytes, reading only what they need
+    /// (the same values as `Columns::of(&Payload::decode(bytes)?)`, property-tested).
+    pub fn of_bytes(bytes: &[u8]) -> Result<Columns, PayloadError> {
+        let r = ColumnsRef::read(bytes)?;
+        let text = |b: Option<&[u8]>| -> Result<Option<String>, PayloadError> {
+            b.map(|b| String::from_utf8(b.to_vec()).map_err(|_| PayloadError::Malformed("text is not UTF-8".into())))
+                .transpose()
+        };
+        Ok(Columns {
+            kind: if r.genesis { EntryKind::Genesis } else { EntryKind::Event },
+            occurred_at: r.occurred_at.map(Timestamp),
+            action: text(r.action)?,
+            outcome: text(r.outcome)?,
+            actor: text(r.actor)?,
+            patient: text(r.patient)?,
+            phi: r.phi,
+            idem: match r.idem {
+                None => None,
+                Some(b) => Some(Digest::from_slice(b).ok_or_else(|| PayloadError::Malformed("idem is not 32 bytes".into()))?),
+            },
+        })
+    }
+
+    /// The first stored column that differs from the payload, by name, without allocating.
+    pub fn first_difference_from(&self, r: &ColumnsRef<'_>) -> Option<&'static str> {
+        let kind = if r.genesis { EntryKind::Genesis } else { EntryKind::Event };
+        if self.kind != kind {
+            Some("kind")
+        } else if self.occurred_at.map(|t| t.0) != r.occurred_at {
+            Some("occurred_at")
+        } else if self.action.as_ref().map(|s| s.as_bytes()) != r.action {
+            Some("action")
+        } else if self.outcome.as_ref().map(|s| s.as_bytes()) != r.outcome {
+            Some("outcome")
+        } else if self.actor.as_ref().map(|s| s.as_bytes()) != r.actor {
+            Some("actor")
+        } else if self.patient.as_ref().map(|s| s.as_bytes()) != r.patient {
+            Some("patient")
+        } else if self.phi != r.phi {
+            Some("phi")
+        } else if self.idem.as_ref().map(|d| &d.0[..]) != r.idem {
+            Some("idem")
+        } else {
+            None
         }
     }
 
@@ -258,5 +305,31 @@ impl Entry {
             o.extend(b.clone());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AuditEvent, ParseOptions};
+    use crate::pseudonym::{PseudonymKey, Pseudonymizer};
+
+    #[test]
+    fn column_view_agrees_with_the_full_decode() {
+        let p = Pseudonymizer::new(PseudonymKey::from_bytes([3; 32]));
+        let mut v = crate::event::tests_support::sample();
+        let mut payloads = vec![Payload::Genesis(Genesis::new(&StreamId::default(), HashAlg::Sha256, Timestamp(5)))];
+        for patient in [Some("p-1"), None] {
+            v["patient_id"] = patient.into();
+            let e = AuditEvent::from_value(&v, ParseOptions::default()).unwrap();
+            payloads.push(Payload::Event(StoredEvent::from_event(&e, &p, Some(Digest([4; 32])))));
+            payloads.push(Payload::Event(StoredEvent::from_event(&e, &p, None)));
+        }
+        for payload in payloads {
+            let bytes = payload.encode();
+            assert_eq!(Columns::of_bytes(&bytes).unwrap(), Columns::of(&payload));
+        }
+        assert!(Columns::of_bytes(&[0xa0]).is_err(), "a map with no section");
+        assert!(Columns::of_bytes(b"garbage").is_err());
     }
 }

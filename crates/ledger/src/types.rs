@@ -2,6 +2,7 @@
 //! its rules, a `Timestamp` is whole microseconds of UTC.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -64,9 +65,16 @@ impl<'de> Deserialize<'de> for Digest {
 
 /// Name of a ledger stream: 1 to 64 characters of `[a-z0-9._-]`, starting with a letter or
 /// digit. Streams chain independently (one per tenant, for instance).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct StreamId(String);
+///
+/// Shared (`Arc<str>`): every entry read carries its stream, and a clone must not allocate.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(Arc<str>);
+
+impl Serialize for StreamId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid stream name {0:?}: use 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit")]
@@ -81,7 +89,7 @@ impl StreamId {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
         if ok {
-            Ok(StreamId(name.to_owned()))
+            Ok(StreamId(Arc::from(name)))
         } else {
             Err(InvalidStreamId(name.to_owned()))
         }
@@ -94,7 +102,7 @@ impl StreamId {
 
 impl Default for StreamId {
     fn default() -> Self {
-        StreamId("default".to_owned())
+        StreamId(Arc::from("default"))
     }
 }
 

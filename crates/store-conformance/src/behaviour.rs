@@ -208,6 +208,10 @@ pub async fn idempotent_retry_returns_first_receipt(store: Arc<dyn Store>) {
             .await,
         Err(ledger::AppendError::IdempotencyMismatch)
     );
+    // One digest twice in one request is refused, not retried until contention.
+    let mut twice = ingest.prepare_batch(&values[..1], Some("req-3"), 0).unwrap();
+    twice.push(twice[0].clone());
+    assert_eq!(w.append(twice).await, Err(ledger::AppendError::IdempotencyMismatch));
     // Two identical requests in flight at once: one write.
     let (a, b) = tokio::join!(
         w.append(ingest.prepare_batch(&other, Some("req-2"), 0).unwrap()),

@@ -139,35 +139,33 @@ impl SqliteStore {
 }
 
 fn blob32(row: &Row, idx: usize, name: &str) -> rusqlite::Result<Digest> {
-    let bytes: Vec<u8> = row.get(idx)?;
-    Digest::from_slice(&bytes).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            rusqlite::types::Type::Blob,
-            format!("{name} is not 32 bytes").into(),
-        )
+    // Borrowed, not copied into a Vec first: this runs for every column of every row a
+    // verification reads.
+    let bytes = row.get_ref(idx)?.as_blob()?;
+    Digest::from_slice(bytes).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, format!("{name} is not 32 bytes").into())
     })
 }
 
-fn entry_from_row(row: &Row) -> rusqlite::Result<Entry> {
-    let stream: String = row.get(0)?;
-    let seq: i64 = row.get(1)?;
-    let kind: String = row.get(7)?;
-    let idem: Option<Vec<u8>> = row.get(14)?;
-    let conversion = |idx, why: String| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, why.into())
-    };
+/// One row of `COLUMNS` as an entry of `stream` (every query filters on it; a row of another
+/// stream would be a store bug and is reported as corrupt).
+fn entry_from_row(row: &Row, stream: &StreamId) -> rusqlite::Result<Entry> {
+    let conversion = |idx, why: String| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, why.into());
+    if row.get_ref(0)?.as_str()? != stream.as_str() {
+        return Err(conversion(0, format!("row of another stream in a read of {stream}")));
+    }
+    let kind = row.get_ref(7)?.as_str()?;
+    let idem = row.get_ref(14)?.as_blob_or_null()?;
     Ok(Entry {
-        stream: StreamId::new(&stream).map_err(|e| conversion(0, e.to_string()))?,
-        seq: seq as Seq,
+        stream: stream.clone(),
+        seq: row.get::<_, i64>(1)? as Seq,
         recorded_at: Timestamp(row.get(2)?),
         payload: row.get(3)?,
         payload_digest: blob32(row, 4, "payload_digest")?,
         prev_hash: blob32(row, 5, "prev_hash")?,
         entry_hash: blob32(row, 6, "entry_hash")?,
         columns: Columns {
-            kind: EntryKind::parse(&kind)
-                .ok_or_else(|| conversion(7, format!("unknown entry kind {kind:?}")))?,
+            kind: EntryKind::parse(kind).ok_or_else(|| conversion(7, format!("unknown entry kind {kind:?}")))?,
             occurred_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
             action: row.get(9)?,
             outcome: row.get(10)?,
@@ -176,7 +174,7 @@ fn entry_from_row(row: &Row) -> rusqlite::Result<Entry> {
             phi: row.get(13)?,
             // A wrong-sized digest cannot match any payload's; keep it visible to the verifier
             // as a mismatch rather than failing the read.
-            idem: idem.map(|b| Digest::from_slice(&b).unwrap_or(Digest::ZERO)),
+            idem: idem.map(|b| Digest::from_slice(b).unwrap_or(Digest::ZERO)),
         },
     })
 }
@@ -279,7 +277,7 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for d in &idem {
                 if let Some(e) = stmt
-                    .query_row(params![stream.as_str(), &d.0[..]], entry_from_row)
+                    .query_row(params![stream.as_str(), &d.0[..]], |r| entry_from_row(r, &stream))
                     .optional()
                     .map_err(corrupt)?
                 {
@@ -298,7 +296,7 @@ impl Store for SqliteStore {
                 "SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq = ?2"
             ))
             .and_then(|mut s| {
-                s.query_row(params![stream.as_str(), seq as i64], entry_from_row)
+                s.query_row(params![stream.as_str(), seq as i64], |r| entry_from_row(r, &stream))
                     .optional()
             })
             .map_err(corrupt)
@@ -318,7 +316,7 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"))
                 .map_err(backend)?;
             let rows = s
-                .query_map(params![stream.as_str(), from as i64, limit as i64], entry_from_row)
+                .query_map(params![stream.as_str(), from as i64, limit as i64], |r| entry_from_row(r, &stream))
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
         })
@@ -348,7 +346,7 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 let mut chunk = Vec::with_capacity(SCAN_CHUNK);
                 while let Some(row) = rows.next().map_err(backend)? {
-                    chunk.push(entry_from_row(row).map_err(corrupt)?);
+                    chunk.push(entry_from_row(row, &stream).map_err(corrupt)?);
                     if chunk.len() == SCAN_CHUNK {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
                         if tx.blocking_send(Ok(full)).is_err() {
