@@ -44,6 +44,28 @@ pub struct GlobalArgs {
     )]
     pub stream: String,
 
+    /// PostgreSQL to keep the ledger in (e.g. postgres://auditledger@db:5432/ehr); without it
+    /// the embedded store in --data-dir is used. Keys still come from --data-dir or the
+    /// environment. The password is never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<store_postgres::DatabaseUrl>,
+
+    /// PostgreSQL schema holding the ledger's tables (one database can hold several ledgers).
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLEDGER_DATABASE_SCHEMA",
+        default_value = store_postgres::DEFAULT_SCHEMA,
+        value_name = "SCHEMA"
+    )]
+    pub database_schema: String,
+
     /// Log filter (e.g. info, debug, auditledger=debug). Overrides RUST_LOG. Logs go to stderr
     /// and never carry raw identifiers or keys.
     #[arg(long, global = true, env = "AUDITLEDGER_LOG_LEVEL")]
@@ -72,6 +94,10 @@ with another key will not match. Instead of the file, the key may come from the 
 AUDITLEDGER_PSEUDONYM_KEY (64 hex digits). An existing key is never overwritten."
     )]
     Init,
+
+    /// Create or upgrade the PostgreSQL schema (--database-url): tables, triggers, roles.
+    #[command(long_about = crate::commands::migrate::LONG_ABOUT)]
+    Migrate(crate::commands::migrate::MigrateArgs),
 
     /// Append events (JSON Lines) from stdin or a file.
     #[command(
@@ -109,6 +135,37 @@ burst, PHI reads and updates, exports, a role change), append it through concurr
 the ledger and print what was done. Initializes --data-dir first when it has no key."
     )]
     Demo(DemoArgs),
+
+    /// Keys: `key public` prints the checkpoint verifier key to give auditors.
+    Key(crate::commands::key::KeyArgs),
+
+    /// Sign the current tree head (size, Merkle root, head hash) as a C2SP checkpoint, store it
+    /// in the ledger and print it (or --out FILE). Keep copies outside the database: only they
+    /// can show that the ledger was truncated or rewritten later.
+    Checkpoint(crate::commands::checkpoint::CheckpointArgs),
+
+    /// Print an RFC 9162 inclusion or consistency proof as JSON.
+    Prove(crate::commands::prove::ProveArgs),
+
+    /// Check a proof with only the verifier key, the checkpoint(s) and the proof; opens no
+    /// store. Exit status: 0 valid, 1 refused.
+    CheckProof(crate::commands::check_proof::CheckProofArgs),
+
+    /// Run the HTTP service: services append events (JSON or FHIR AuditEvent), auditors read,
+    /// verify and export; every route but /healthz and /readyz needs a bearer token.
+    #[command(
+        long_about = "Run the HTTP service (docs/HTTP.md): POST /v1/events, POST /fhir/AuditEvent, GET /v1/entries, \
+GET /v1/entries/{seq}, GET /v1/head, POST /v1/verify, GET /v1/export, GET /v1/tokens, /metrics, /healthz, /readyz.\n\n\
+Every route but /healthz and /readyz needs `Authorization: Bearer <token>` (see `auditledger token`). Settings \
+come from flags, then the environment, then --config FILE (TOML, same names with '_'), then the defaults below. \
+The bound address is printed on stdout. SIGTERM or SIGINT: stop accepting, finish in-flight requests, commit and \
+acknowledge what the writer holds, exit 0. Plain HTTP: put TLS in a reverse proxy in front (docs/HTTP.md)."
+    )]
+    Serve(crate::commands::serve::ServeArgs),
+
+    /// API tokens for `serve`: create (printed once), revoke, list. Stored hashed in
+    /// <data-dir>/auth.db; creation and revocation are recorded in the ledger.
+    Token(crate::commands::token::TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +218,20 @@ pub struct VerifyArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// A signed checkpoint the ledger must extend (repeatable): its signature is checked first,
+    /// then a ledger shorter than it is reported `truncated`, another tree `rewritten`.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Vec<PathBuf>,
+
+    /// Verifier key file (`auditledger key public`) to check checkpoints with, instead of the
+    /// key derived from the data directory's signing key.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+
+    /// Checkpoint origin [default: auditledger/<stream>].
+    #[arg(long, env = "AUDITLEDGER_ORIGIN")]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Args)]

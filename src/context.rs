@@ -21,8 +21,14 @@ impl Context {
         Ok(Context { global, stream })
     }
 
-    /// Opens the store (creating the embedded one when needed).
+    /// Opens the store: PostgreSQL when a database URL is given (its schema must be migrated
+    /// to this build's version), else the embedded one (created when needed).
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if let Some(url) = &self.global.database_url {
+            let store = self.open_postgres(url).await?;
+            tracing::debug!(store = %store.describe(), "store opened");
+            return Ok(Arc::new(store));
+        }
         let dir = self.global.data_dir.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
             .await?
@@ -36,8 +42,28 @@ impl Context {
         Ok(Arc::new(store))
     }
 
+    /// The PostgreSQL schema named by `--database-schema`.
+    pub fn database_schema(&self) -> anyhow::Result<store_postgres::SchemaName> {
+        Ok(store_postgres::SchemaName::new(
+            &self.global.database_schema,
+        )?)
+    }
+
+    async fn open_postgres(
+        &self,
+        url: &store_postgres::DatabaseUrl,
+    ) -> anyhow::Result<store_postgres::PostgresStore> {
+        let schema = self.database_schema()?;
+        // The error names the server without its password, and what to do.
+        Ok(store_postgres::PostgresStore::connect(url.expose(), &schema).await?)
+    }
+
     /// Opens the store and requires the stream to exist (for read-only commands).
     pub async fn open_existing(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if self.global.database_url.is_some() {
+            // Connecting refuses a schema that was never migrated.
+            return self.open_store().await;
+        }
         if !self.global.data_dir.join(store_sqlite::DB_FILE).exists() {
             anyhow::bail!(
                 "no ledger in {}: run `auditledger init` (or pass --data-dir)",

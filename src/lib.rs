@@ -6,6 +6,7 @@ pub mod commands;
 pub mod context;
 pub mod keys;
 pub mod logging;
+pub mod server;
 pub mod synthetic;
 
 use std::process::ExitCode;

@@ -11,6 +11,23 @@ const BIN: &str = env!("CARGO_BIN_EXE_auditledger");
 /// Raw identifiers used in the events below; none may appear in storage, logs or output.
 const RAW_IDS: [&str; 5] = ["u-1042", "10.1.4.22", "s-88f1", "p-20931", "p-77001"];
 
+/// The binary, with nothing inherited that would point it elsewhere (scripts/test exports
+/// DATABASE_URL for the PostgreSQL tests; these are about the embedded store).
+fn bin() -> Command {
+    let mut c = Command::new(BIN);
+    for var in [
+        "AUDITLEDGER_PSEUDONYM_KEY",
+        "AUDITLEDGER_SIGNING_KEY",
+        "RUST_LOG",
+        "DATABASE_URL",
+        "AUDITLEDGER_DATA_DIR",
+        "AUDITLEDGER_STREAM",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
 struct Ledger {
     dir: tempfile::TempDir,
 }
@@ -34,11 +51,8 @@ impl Ledger {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = bin();
         c.arg("--data-dir").arg(self.path()).args(args);
-        c.env_remove("AUDITLEDGER_PSEUDONYM_KEY")
-            .env_remove("RUST_LOG")
-            .env_remove("DATABASE_URL");
         c
     }
 
@@ -71,11 +85,11 @@ impl Ledger {
 
 fn event(i: usize) -> Value {
     json!({"occurred_at": format!("2026-11-22T14:{:02}:{:02}.250Z", (i / 60) % 60, i % 60),
-           "action": if i % 3 == 0 { "update" } else { "read" }, "outcome": "success",
+           "action": if i.is_multiple_of(3) { "update" } else { "read" }, "outcome": "success",
            "actor": {"user_id": "u-1042", "role": "nurse", "ip": "10.1.4.22", "session_id": "s-88f1",
                      "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"},
-           "resource": {"type": "Patient", "id": if i % 2 == 0 { "p-20931" } else { "p-77001" }},
-           "patient_id": if i % 2 == 0 { "p-20931" } else { "p-77001" }, "phi": true,
+           "resource": {"type": "Patient", "id": if i.is_multiple_of(2) { "p-20931" } else { "p-77001" }},
+           "patient_id": if i.is_multiple_of(2) { "p-20931" } else { "p-77001" }, "phi": true,
            "request": {"method": "GET", "path": "/patients/{id}"},
            "source": "ehr-web", "detail": "viewed chart summary"})
 }
@@ -145,7 +159,7 @@ fn init_creates_an_owner_only_key_and_never_overwrites_it() {
 fn the_key_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let run = |key: &str| {
-        let mut c = Command::new(BIN);
+        let mut c = bin();
         c.arg("--data-dir")
             .arg(dir.path())
             .args(["append", "--receipts"])
@@ -305,7 +319,7 @@ fn verify_reports_intact_then_names_the_damage_with_exit_status() {
 #[test]
 fn usage_and_io_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("--data-dir")
         .arg(dir.path().join("nothing"))
         .arg("verify")
@@ -317,12 +331,9 @@ fn usage_and_io_errors_exit_2() {
         "{}",
         stderr(&out)
     );
-    let out = Command::new(BIN)
-        .args(["verify", "--no-such-flag"])
-        .output()
-        .unwrap();
+    let out = bin().args(["verify", "--no-such-flag"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--stream", "Bad Name", "verify"])
         .output()
         .unwrap();
@@ -346,7 +357,7 @@ fn export_verifies_offline_and_damage_in_the_file_is_found() {
 
     // Offline: no store at all (a data dir that does not exist).
     let offline = |path: &Path| {
-        let o = Command::new(BIN)
+        let o = bin()
             .args([
                 "--data-dir",
                 "/nonexistent/auditledger",
@@ -504,7 +515,7 @@ fn a_crash_between_write_and_acknowledge_loses_no_acknowledged_entry() {
 #[test]
 fn demo_runs_on_a_fresh_directory_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("--data-dir")
         .arg(dir.path().join("demo"))
         .args(["demo", "--events", "3000", "--appenders", "8"])
@@ -529,16 +540,62 @@ fn demo_runs_on_a_fresh_directory_and_verifies() {
 
 #[test]
 fn every_command_explains_itself() {
-    let top = Command::new(BIN).arg("--help").output().unwrap();
+    let top = bin().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&top.stdout);
     assert!(top.status.success());
     for cmd in ["init", "append", "verify", "export", "show", "tail", "demo"] {
         assert!(text.contains(cmd), "--help lists {cmd}");
-        let out = Command::new(BIN).args([cmd, "--help"]).output().unwrap();
+        let out = bin().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success(), "{cmd} --help");
         assert!(
             String::from_utf8_lossy(&out.stdout).lines().count() > 5,
             "{cmd} --help says something"
         );
     }
+}
+
+#[test]
+fn two_processes_appending_to_one_file_make_one_chain() {
+    let l = Ledger::new();
+    let spawn = |from: usize| {
+        let mut child = l
+            .cmd(&["append", "--chunk", "3", "--receipts"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = lines(from..from + 600);
+        let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+        (child, feeder)
+    };
+    let (a, fa) = spawn(0);
+    let (b, fb) = spawn(10_000);
+    fa.join().unwrap();
+    fb.join().unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(b.status.success(), "{}", stderr(&b));
+    let mut seqs: Vec<u64> = [a.stdout, b.stdout]
+        .iter()
+        .flat_map(|out| {
+            String::from_utf8_lossy(out)
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=1200).collect::<Vec<u64>>(),
+        "every acknowledged entry has its own seq, no gap, no duplicate"
+    );
+    let (code, r) = l.verify_json();
+    assert_eq!((code, r["entries"].as_u64()), (0, Some(1201)), "{r}");
 }

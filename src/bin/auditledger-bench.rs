@@ -12,6 +12,10 @@
 //!
 //! Run with `scripts/bench` (release build).
 
+/// The product's allocator (see src/main.rs), so figures compare like with like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +25,8 @@ use clap::Parser;
 use ledger::hash::{entry_preimage, PREIMAGE_MAX};
 use ledger::verify::verify_store;
 use ledger::{
-    Entry, GroupCommitWriter, HashAlg, Ingest, PreparedEntry, PseudonymKey, Pseudonymizer, Store, StreamId, SystemClock,
-    VerifyOptions, WriterConfig,
+    Entry, GroupCommitWriter, HashAlg, Ingest, PreparedEntry, PseudonymKey, Pseudonymizer, Store,
+    StreamId, SystemClock, VerifyOptions, WriterConfig,
 };
 use rayon::prelude::*;
 use rusqlite::{params, Connection};
@@ -56,9 +60,18 @@ struct Row {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    format!(
+        "{} cores, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    )
 }
 
 fn plain_table(path: &std::path::Path) -> anyhow::Result<Connection> {
@@ -86,7 +99,12 @@ fn insert_plain(c: &Connection, e: &Entry, seq: u64) -> rusqlite::Result<usize> 
 }
 
 /// One INSERT + COMMIT per event from `threads` threads (each its own connection), for `secs`.
-fn plain_per_event(path: &std::path::Path, rows: &[Entry], threads: usize, secs: f64) -> anyhow::Result<f64> {
+fn plain_per_event(
+    path: &std::path::Path,
+    rows: &[Entry],
+    threads: usize,
+    secs: f64,
+) -> anyhow::Result<f64> {
     plain_table(path)?;
     let next = std::sync::atomic::AtomicU64::new(1_000_000_000);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -136,10 +154,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn auditledger_appends(dir: &std::path::Path, prepared: &[PreparedEntry], appenders: usize, secs: f64) -> anyhow::Result<Row> {
+async fn auditledger_appends(
+    dir: &std::path::Path,
+    prepared: &[PreparedEntry],
+    appenders: usize,
+    secs: f64,
+) -> anyhow::Result<Row> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir)?);
     let stream = StreamId::new(&format!("bench-{appenders}"))?;
-    let (writer, task) = GroupCommitWriter::start(store, stream, Arc::new(SystemClock), WriterConfig::default()).await?;
+    let (writer, task) = GroupCommitWriter::start(
+        store,
+        stream,
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let prepared = Arc::new(prepared.to_vec());
     let start = Instant::now();
@@ -165,13 +194,19 @@ async fn auditledger_appends(dir: &std::path::Path, prepared: &[PreparedEntry], 
     }
     let elapsed = start.elapsed().as_secs_f64();
     let stats = writer.stats();
-    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64;
+    let batches = stats
+        .batches
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(1) as f64;
     let entries = stats.entries.load(std::sync::atomic::Ordering::Relaxed) as f64;
     drop(writer);
     task.await?;
     latencies.sort_unstable();
     Ok(Row {
-        name: format!("auditledger, {appenders} appender{}", if appenders == 1 { "" } else { "s" }),
+        name: format!(
+            "auditledger, {appenders} appender{}",
+            if appenders == 1 { "" } else { "s" }
+        ),
         per_sec: entries / elapsed,
         p50_ms: Some(percentile(&latencies, 0.50)),
         p99_ms: Some(percentile(&latencies, 0.99)),
@@ -181,8 +216,14 @@ async fn auditledger_appends(dir: &std::path::Path, prepared: &[PreparedEntry], 
 
 fn print_table(title: &str, rows: &[Row], reference: f64, reference_name: &str) {
     println!("\n{title} (ratio to {reference_name})");
-    println!("{:<48} {:>12} {:>8} {:>9} {:>9} {:>8}", "", "entries/s", "ratio", "p50 ms", "p99 ms", "batch");
-    let opt = |v: Option<f64>, prec: usize| v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into());
+    println!(
+        "{:<48} {:>12} {:>8} {:>9} {:>9} {:>8}",
+        "", "entries/s", "ratio", "p50 ms", "p99 ms", "batch"
+    );
+    let opt = |v: Option<f64>, prec: usize| {
+        v.map(|x| format!("{x:.prec$}"))
+            .unwrap_or_else(|| "-".into())
+    };
     for r in rows {
         println!(
             "{:<48} {:>12.0} {:>8.3} {:>9} {:>9} {:>8}",
@@ -202,13 +243,19 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
-    println!("auditledger embedded-store benchmark — {} — files in {}", machine(), dir.display());
+    println!(
+        "auditledger embedded-store benchmark — {} — files in {}",
+        machine(),
+        dir.display()
+    );
 
     // The same events for everyone.
     let ingest = Ingest::new(Pseudonymizer::new(PseudonymKey::from_bytes([7; 32])));
     let (events, _) = clinic_day(1, args.events);
     let t = Instant::now();
-    let prepared = ingest.prepare_batch(&events, None, 0).map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let prepared = ingest
+        .prepare_batch(&events, None, 0)
+        .map_err(|e| anyhow::anyhow!("{}", e[0]))?;
     let prepare_rate = prepared.len() as f64 / t.elapsed().as_secs_f64();
     let stream = StreamId::default();
     let mut prev = ledger::Digest::ZERO;
@@ -216,12 +263,22 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let e = p.clone().chain(&stream, i as u64 + 1, ledger::Timestamp(1), prev, HashAlg::Sha256);
+            let e = p.clone().chain(
+                &stream,
+                i as u64 + 1,
+                ledger::Timestamp(1),
+                prev,
+                HashAlg::Sha256,
+            );
             prev = e.entry_hash;
             e
         })
         .collect();
-    let mean_payload = rows.iter().map(|e| e.payload.as_ref().map_or(0, Vec::len)).sum::<usize>() as f64 / rows.len() as f64;
+    let mean_payload = rows
+        .iter()
+        .map(|e| e.payload.as_ref().map_or(0, Vec::len))
+        .sum::<usize>() as f64
+        / rows.len() as f64;
     println!(
         "{} synthetic clinic events, mean payload {mean_payload:.0} bytes; validate + pseudonymize + encode + digest: {prepare_rate:.0} events/s (all cores, done by the callers)",
         rows.len()
@@ -230,17 +287,42 @@ async fn main() -> anyhow::Result<()> {
     // Baselines and auditledger, appends.
     let secs = args.seconds;
     let bulk = plain_bulk(&dir.join("plain-bulk.db"), &rows).context("plain bulk inserts")?;
-    let mut table = vec![Row { name: "plain SQLite, bulk transactions of 4096 (ceiling)".into(), per_sec: bulk, p50_ms: None, p99_ms: None, batch: Some(4096.0) }];
+    let mut table = vec![Row {
+        name: "plain SQLite, bulk transactions of 4096 (ceiling)".into(),
+        per_sec: bulk,
+        p50_ms: None,
+        p99_ms: None,
+        batch: Some(4096.0),
+    }];
     for threads in [1, 16, 64] {
-        let rate = plain_per_event(&dir.join(format!("plain-{threads}.db")), &rows, threads, secs.min(3.0))?;
-        table.push(Row { name: format!("plain SQLite, INSERT+COMMIT per event, {threads} thread{}", if threads == 1 { "" } else { "s" }), per_sec: rate, p50_ms: None, p99_ms: None, batch: Some(1.0) });
+        let rate = plain_per_event(
+            &dir.join(format!("plain-{threads}.db")),
+            &rows,
+            threads,
+            secs.min(3.0),
+        )?;
+        table.push(Row {
+            name: format!(
+                "plain SQLite, INSERT+COMMIT per event, {threads} thread{}",
+                if threads == 1 { "" } else { "s" }
+            ),
+            per_sec: rate,
+            p50_ms: None,
+            p99_ms: None,
+            batch: Some(1.0),
+        });
     }
     let per_event_64 = table.last().map(|r| r.per_sec).unwrap_or(1.0);
     let ledger_dir = dir.join("ledger");
     for appenders in [1, 16, 64] {
         table.push(auditledger_appends(&ledger_dir, &prepared, appenders, secs).await?);
     }
-    print_table("Appends, each event acknowledged only after its transaction committed (synchronous=FULL)", &table, bulk, "the bulk-insert ceiling");
+    print_table(
+        "Appends, each event acknowledged only after its transaction committed (synchronous=FULL)",
+        &table,
+        bulk,
+        "the bulk-insert ceiling",
+    );
     let ours_64 = table.last().map(|r| r.per_sec).unwrap_or(0.0);
     println!(
         "  64 appenders: {:.2}x plain bulk inserts, {:.1}x plain INSERT+COMMIT per event from 64 threads",
@@ -252,11 +334,19 @@ async fn main() -> anyhow::Result<()> {
     let vdir = dir.join("verify");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&vdir)?);
     let vstream = StreamId::new("verify")?;
-    let (writer, task) = GroupCommitWriter::start(store.clone(), vstream.clone(), Arc::new(SystemClock), WriterConfig::default()).await?;
+    let (writer, task) = GroupCommitWriter::start(
+        store.clone(),
+        vstream.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await?;
     let mut written = 0;
     while written < args.verify_entries {
         let n = 4096.min(args.verify_entries - written);
-        let batch: Vec<PreparedEntry> = (0..n).map(|i| prepared[(written + i) % prepared.len()].clone()).collect();
+        let batch: Vec<PreparedEntry> = (0..n)
+            .map(|i| prepared[(written + i) % prepared.len()].clone())
+            .collect();
         writer.append(batch).await?;
         written += n;
     }
@@ -297,7 +387,15 @@ async fn main() -> anyhow::Result<()> {
             .map(|e| {
                 let d = HashAlg::Sha256.payload_digest(e.payload.as_deref().unwrap_or_default());
                 let mut buf = [0u8; PREIMAGE_MAX];
-                let n = entry_preimage(&mut buf, HashAlg::Sha256, &e.stream, e.seq, e.recorded_at, &e.prev_hash, &d);
+                let n = entry_preimage(
+                    &mut buf,
+                    HashAlg::Sha256,
+                    &e.stream,
+                    e.seq,
+                    e.recorded_at,
+                    &e.prev_hash,
+                    &d,
+                );
                 HashAlg::Sha256.digest(&buf[..n]).0[0] as usize
             })
             .sum()
@@ -311,10 +409,37 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(report.ok, "the benchmark ledger must verify: {report:?}");
     let ceiling = raw_read.min(sha_rate);
     let vrows = vec![
-        Row { name: "raw read of the same rows, every column (SQLite)".into(), per_sec: raw_read, p50_ms: None, p99_ms: None, batch: None },
-        Row { name: "SHA-256 of payload + preimage, 2 cores".into(), per_sec: sha_rate, p50_ms: None, p99_ms: None, batch: None },
-        Row { name: "auditledger verify (everything recomputed)".into(), per_sec: verify_rate, p50_ms: None, p99_ms: None, batch: None },
+        Row {
+            name: "raw read of the same rows, every column (SQLite)".into(),
+            per_sec: raw_read,
+            p50_ms: None,
+            p99_ms: None,
+            batch: None,
+        },
+        Row {
+            name: "SHA-256 of payload + preimage, 2 cores".into(),
+            per_sec: sha_rate,
+            p50_ms: None,
+            p99_ms: None,
+            batch: None,
+        },
+        Row {
+            name: "auditledger verify (everything recomputed)".into(),
+            per_sec: verify_rate,
+            p50_ms: None,
+            p99_ms: None,
+            batch: None,
+        },
     ];
-    print_table(&format!("Verify, {} entries ({:.0} MB read)", report.entries, raw_bytes as f64 / 1e6), &vrows, ceiling, "the slower ceiling");
+    print_table(
+        &format!(
+            "Verify, {} entries ({:.0} MB read)",
+            report.entries,
+            raw_bytes as f64 / 1e6
+        ),
+        &vrows,
+        ceiling,
+        "the slower ceiling",
+    );
     Ok(())
 }

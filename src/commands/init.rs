@@ -6,7 +6,10 @@ use ledger::writer::open_stream;
 use ledger::SystemClock;
 
 use crate::context::Context;
-use crate::keys::{create_pseudonym_key, pseudonym_key_path, PSEUDONYM_KEY_ENV};
+use crate::keys::{
+    create_pseudonym_key, create_signing_key, pseudonym_key_path, signing_key_path,
+    PSEUDONYM_KEY_ENV, SIGNING_KEY_ENV,
+};
 use crate::EXIT_OK;
 
 pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
@@ -27,8 +30,23 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
             key.id()
         );
     }
-    // Validates the key (environment or file) before any entry is written.
+    if std::env::var_os(SIGNING_KEY_ENV).is_some() {
+        eprintln!("checkpoint signing key: from {SIGNING_KEY_ENV} (no key file written)");
+    } else if signing_key_path(dir).exists() {
+        eprintln!(
+            "checkpoint signing key: {} exists, kept as it is",
+            signing_key_path(dir).display()
+        );
+    } else {
+        let path = create_signing_key(dir)?;
+        eprintln!(
+            "checkpoint signing key: created {} (mode 0600). Give auditors `auditledger key public`.",
+            path.display()
+        );
+    }
+    // Validates the keys (environment or file) before any entry is written.
     ctx.pseudonymizer()?;
+    crate::keys::load_signing_seed(dir)?;
     let store = ctx.open_store().await?;
     let (head, alg) = open_stream(store.as_ref(), &ctx.stream, &SystemClock).await?;
     let _: Arc<_> = store.clone();

@@ -34,7 +34,34 @@ pub fn progress_bar(enabled: bool, total: Option<u64>, what: &str) -> ProgressBa
 }
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
+    crate::commands::checkpoint::refused_or(verify(ctx, args).await)
+}
+
+/// The checkpoints to hold the ledger to (each opened with the trusted key: a bad signature or
+/// another key's checkpoint is refused before anything is verified) and the key for the
+/// store's own checkpoints, when one is available.
+fn checkpoint_options(ctx: &Context, args: &VerifyArgs) -> anyhow::Result<VerifyOptions> {
+    use crate::commands::checkpoint::{origin, read_checkpoint, trusted_key};
+    let origin = origin(ctx, args.origin.as_deref());
+    let key = trusted_key(ctx, args.public_key.as_deref(), &origin);
+    let checkpoints = if args.checkpoint.is_empty() {
+        Vec::new()
+    } else {
+        let key = key.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        args.checkpoint
+            .iter()
+            .map(|path| read_checkpoint(path, key))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    Ok(VerifyOptions {
+        checkpoints,
+        checkpoint_key: key.ok(),
+    })
+}
+
+async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
     let show_progress = !args.json && !args.no_progress;
+    let opts = checkpoint_options(ctx, &args)?;
     let report = match &args.export {
         Some(path) => {
             let file = std::fs::File::open(path)
@@ -42,10 +69,12 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
             let bar = progress_bar(show_progress, None, "verifying export");
             let path = path.clone();
             let b = bar.clone();
+            let checkpoints = opts.checkpoints.clone();
             let report = tokio::task::spawn_blocking(move || -> anyhow::Result<VerifyReport> {
                 let mut reader = ExportReader::open(BufReader::with_capacity(1 << 20, file))
                     .with_context(|| format!("{} is not an auditledger export", path.display()))?;
                 let mut v = Verifier::new(reader.header().stream.clone());
+                v.expect_checkpoints(checkpoints);
                 let mut chunk = Vec::with_capacity(SCAN_CHUNK);
                 loop {
                     let next = reader.next_entry()?;
@@ -81,12 +110,9 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
             }
             let bar = progress_bar(show_progress, total, "verifying");
             let b = bar.clone();
-            let report = verify_store(
-                store.as_ref(),
-                &ctx.stream,
-                &VerifyOptions::default(),
-                move |n| b.set_position(n),
-            )
+            let report = verify_store(store.as_ref(), &ctx.stream, &opts, move |n| {
+                b.set_position(n)
+            })
             .await?;
             bar.finish_and_clear();
             report
@@ -102,11 +128,24 @@ pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
     } else if report.ok {
         match (report.head_seq, report.head_hash) {
             (Some(seq), Some(hash)) => println!(
-                "intact: stream {}, {} entries verified, head seq {seq}, head hash {hash}",
-                report.stream, report.entries
+                "intact: stream {}, {} entries verified, head seq {seq}, head hash {hash}, extends {} checkpoint(s)",
+                report.stream, report.entries, report.checkpoints_verified
             ),
             _ => println!("intact: stream {} has no entries", report.stream),
         }
+    } else if report.first_bad_seq.is_none() {
+        // Rewrites and bad stored checkpoints name no single entry: the checkpoint commits to
+        // the whole prefix.
+        println!(
+            "DAMAGED: stream {}: {}{} ({})",
+            report.stream,
+            report.problem.map(|p| p.as_str()).unwrap_or("unknown"),
+            report
+                .checkpoint_size
+                .map(|s| format!(" at checkpoint size {s}"))
+                .unwrap_or_default(),
+            report.detail.as_deref().unwrap_or("")
+        );
     } else {
         println!(
             "DAMAGED: stream {}, first bad entry seq {}: {} ({})",

@@ -57,13 +57,7 @@ impl Columns {
         match payload {
             Payload::Genesis(_) => Columns {
                 kind: EntryKind::Genesis,
-                occurred_at: None,
-                action: None,
-                outcome: None,
-                actor: None,
-                patient: None,
-                phi: false,
-                idem: None,
+                ..Columns::undecodable()
             },
             Payload::Event(e) => Columns {
                 kind: EntryKind::Event,
@@ -83,11 +77,18 @@ impl Columns {
     pub fn of_bytes(bytes: &[u8]) -> Result<Columns, PayloadError> {
         let r = ColumnsRef::read(bytes)?;
         let text = |b: Option<&[u8]>| -> Result<Option<String>, PayloadError> {
-            b.map(|b| String::from_utf8(b.to_vec()).map_err(|_| PayloadError::Malformed("text is not UTF-8".into())))
-                .transpose()
+            b.map(|b| {
+                String::from_utf8(b.to_vec())
+                    .map_err(|_| PayloadError::Malformed("text is not UTF-8".into()))
+            })
+            .transpose()
         };
         Ok(Columns {
-            kind: if r.genesis { EntryKind::Genesis } else { EntryKind::Event },
+            kind: if r.genesis {
+                EntryKind::Genesis
+            } else {
+                EntryKind::Event
+            },
             occurred_at: r.occurred_at.map(Timestamp),
             action: text(r.action)?,
             outcome: text(r.outcome)?,
@@ -96,14 +97,21 @@ impl Columns {
             phi: r.phi,
             idem: match r.idem {
                 None => None,
-                Some(b) => Some(Digest::from_slice(b).ok_or_else(|| PayloadError::Malformed("idem is not 32 bytes".into()))?),
+                Some(b) => Some(
+                    Digest::from_slice(b)
+                        .ok_or_else(|| PayloadError::Malformed("idem is not 32 bytes".into()))?,
+                ),
             },
         })
     }
 
     /// The first stored column that differs from the payload, by name, without allocating.
     pub fn first_difference_from(&self, r: &ColumnsRef<'_>) -> Option<&'static str> {
-        let kind = if r.genesis { EntryKind::Genesis } else { EntryKind::Event };
+        let kind = if r.genesis {
+            EntryKind::Genesis
+        } else {
+            EntryKind::Event
+        };
         if self.kind != kind {
             Some("kind")
         } else if self.occurred_at.map(|t| t.0) != r.occurred_at {
@@ -136,29 +144,6 @@ impl Columns {
             patient: None,
             phi: false,
             idem: None,
-        }
-    }
-
-    /// The first column whose stored value differs from `expected`, by name.
-    pub fn first_difference(&self, expected: &Columns) -> Option<&'static str> {
-        if self.kind != expected.kind {
-            Some("kind")
-        } else if self.occurred_at != expected.occurred_at {
-            Some("occurred_at")
-        } else if self.action != expected.action {
-            Some("action")
-        } else if self.outcome != expected.outcome {
-            Some("outcome")
-        } else if self.actor != expected.actor {
-            Some("actor")
-        } else if self.patient != expected.patient {
-            Some("patient")
-        } else if self.phi != expected.phi {
-            Some("phi")
-        } else if self.idem != expected.idem {
-            Some("idem")
-        } else {
-            None
         }
     }
 }
@@ -318,11 +303,19 @@ mod tests {
     fn column_view_agrees_with_the_full_decode() {
         let p = Pseudonymizer::new(PseudonymKey::from_bytes([3; 32]));
         let mut v = crate::event::tests_support::sample();
-        let mut payloads = vec![Payload::Genesis(Genesis::new(&StreamId::default(), HashAlg::Sha256, Timestamp(5)))];
+        let mut payloads = vec![Payload::Genesis(Genesis::new(
+            &StreamId::default(),
+            HashAlg::Sha256,
+            Timestamp(5),
+        ))];
         for patient in [Some("p-1"), None] {
             v["patient_id"] = patient.into();
             let e = AuditEvent::from_value(&v, ParseOptions::default()).unwrap();
-            payloads.push(Payload::Event(StoredEvent::from_event(&e, &p, Some(Digest([4; 32])))));
+            payloads.push(Payload::Event(StoredEvent::from_event(
+                &e,
+                &p,
+                Some(Digest([4; 32])),
+            )));
             payloads.push(Payload::Event(StoredEvent::from_event(&e, &p, None)));
         }
         for payload in payloads {

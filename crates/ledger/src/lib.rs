@@ -13,6 +13,8 @@
 //! - [`payload`]: the canonical CBOR payload of an entry.
 //! - [`entry`]: stored entries, extracted columns, receipts and chaining.
 //! - [`merkle`]: the RFC 9162 Merkle tree: hashing, the append frontier.
+//! - [`proof`]: RFC 9162 inclusion and consistency proofs: producing and checking them.
+//! - [`checkpoint`]: signed checkpoints (C2SP tlog-checkpoint in a C2SP signed note).
 //! - [`tree`]: reading subtree hashes, roots and proofs from a store in O(log n) reads.
 //! - [`store`]: the `Store` trait every backend implements.
 //! - [`writer`]: the single-writer group-commit append path.
@@ -20,6 +22,7 @@
 //! - [`export`]: the CBOR-sequence export file and its reader.
 //! - [`clock`]: the ledger clock (replaceable in tests).
 
+pub mod checkpoint;
 pub mod clock;
 pub mod entry;
 pub mod event;
@@ -29,6 +32,7 @@ pub mod ingest;
 pub mod merkle;
 pub mod payload;
 pub mod phi;
+pub mod proof;
 pub mod pseudonym;
 pub mod store;
 pub mod tree;

@@ -78,67 +78,51 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Pseudonymizes every identifier of `event`.
     pub fn from_event(event: &AuditEvent, p: &Pseudonymizer, idem: Option<Digest>) -> StoredEvent {
-        let pseudo = |raw: &Option<String>| raw.as_deref().map(|r| p.pseudonymize(r).to_string());
-        StoredEvent {
-            phi: event.phi,
-            idem,
-            actor: StoredActor {
-                ip: event
-                    .actor
-                    .ip
-                    .map(|ip| p.pseudonymize(&ip.to_string()).to_string()),
-                role: event.actor.role.clone(),
-                user_id: pseudo(&event.actor.user_id),
-                session_id: pseudo(&event.actor.session_id),
-                user_agent: event.actor.user_agent.clone(),
-            },
-            action: event.action.as_str().to_owned(),
-            detail: event.detail.clone(),
-            source: event.source.clone(),
-            outcome: event.outcome.as_str().to_owned(),
-            request: event.request.as_ref().map(|r| StoredRequest {
-                path: r.path.clone(),
-                method: r.method.clone(),
-            }),
-            resource: event.resource.as_ref().map(|r| StoredResource {
-                id: pseudo(&r.id),
-                kind: r.kind.clone(),
-            }),
-            patient_id: pseudo(&event.patient_id),
-            occurred_at: event.occurred_at.micros(),
+        let keyed = |raw: &str, _field: &'static str| {
+            Ok::<_, &'static str>(p.pseudonymize(raw).to_string())
+        };
+        match StoredEvent::build(event, idem, keyed) {
+            Ok(stored) => stored,
+            // `keyed` never fails.
+            Err(never) => unreachable!("keyed pseudonymization failed for {never}"),
         }
     }
 
     /// Replaces identifiers with the legacy pseudonyms an import already carries: the fields of
     /// `event` hold the old system's SHA-256 hex instead of raw ids. Fails with the name of the
-    /// first field that is not 64 hex digits.
+    /// first field that is not 64 hex digits. IP addresses were not hashed by the legacy export;
+    /// they are hashed the legacy way here, so no raw address is stored.
     pub fn from_legacy_event(
         event: &AuditEvent,
         idem: Option<Digest>,
     ) -> Result<StoredEvent, &'static str> {
-        let legacy =
-            |v: &Option<String>, field: &'static str| -> Result<Option<String>, &'static str> {
-                match v {
-                    None => Ok(None),
-                    Some(h) => Pseudonymizer::legacy_from_hex(h)
-                        .map(|p| Some(p.to_string()))
-                        .ok_or(field),
-                }
-            };
-        // IPs were not hashed by the legacy system's export in a recognisable form; they are
-        // hashed the legacy way here so no raw address is stored.
-        let ip = event
-            .actor
-            .ip
-            .map(|ip| Pseudonymizer::legacy_sha256(&ip.to_string()).to_string());
+        StoredEvent::build(event, idem, |value, field| {
+            if field == "actor.ip" {
+                return Ok(Pseudonymizer::legacy_sha256(value).to_string());
+            }
+            Pseudonymizer::legacy_from_hex(value)
+                .map(|p| p.to_string())
+                .ok_or(field)
+        })
+    }
+
+    /// The stored form of `event`, with each identifier (and the name of its field) passed
+    /// through `pseudonym`.
+    fn build(
+        event: &AuditEvent,
+        idem: Option<Digest>,
+        pseudonym: impl Fn(&str, &'static str) -> Result<String, &'static str>,
+    ) -> Result<StoredEvent, &'static str> {
+        let id = |raw: Option<&str>, field| raw.map(|r| pseudonym(r, field)).transpose();
+        let ip = event.actor.ip.map(|ip| ip.to_string());
         Ok(StoredEvent {
             phi: event.phi,
             idem,
             actor: StoredActor {
-                ip,
+                ip: id(ip.as_deref(), "actor.ip")?,
                 role: event.actor.role.clone(),
-                user_id: legacy(&event.actor.user_id, "actor.user_id")?,
-                session_id: legacy(&event.actor.session_id, "actor.session_id")?,
+                user_id: id(event.actor.user_id.as_deref(), "actor.user_id")?,
+                session_id: id(event.actor.session_id.as_deref(), "actor.session_id")?,
                 user_agent: event.actor.user_agent.clone(),
             },
             action: event.action.as_str().to_owned(),
@@ -152,11 +136,11 @@ impl StoredEvent {
             resource: match &event.resource {
                 None => None,
                 Some(r) => Some(StoredResource {
-                    id: legacy(&r.id, "resource.id")?,
+                    id: id(r.id.as_deref(), "resource.id")?,
                     kind: r.kind.clone(),
                 }),
             },
-            patient_id: legacy(&event.patient_id, "patient_id")?,
+            patient_id: id(event.patient_id.as_deref(), "patient_id")?,
             occurred_at: event.occurred_at.micros(),
         })
     }
@@ -278,14 +262,19 @@ impl<'a> ColumnsRef<'a> {
             match key {
                 b"genesis" => {
                     r.skip(0)?;
-                    out = Some(ColumnsRef { genesis: true, ..ColumnsRef::default() });
+                    out = Some(ColumnsRef {
+                        genesis: true,
+                        ..ColumnsRef::default()
+                    });
                 }
                 b"event" => out = Some(read_event(&mut r)?),
                 _ => r.skip(0)?,
             }
         }
         if r.at != bytes.len() {
-            return Err(PayloadError::Malformed("trailing bytes after the payload".into()));
+            return Err(PayloadError::Malformed(
+                "trailing bytes after the payload".into(),
+            ));
         }
         out.ok_or(PayloadError::NoSingleSection)
     }
@@ -293,7 +282,8 @@ impl<'a> ColumnsRef<'a> {
 
 fn read_event<'a>(r: &mut CborReader<'a>) -> Result<ColumnsRef<'a>, PayloadError> {
     let mut c = ColumnsRef::default();
-    let (mut phi, mut action, mut outcome, mut occurred, mut actor) = (None, None, None, None, false);
+    let (mut phi, mut action, mut outcome, mut occurred, mut actor) =
+        (None, None, None, None, false);
     for _ in 0..r.map_len()? {
         match r.text_bytes()? {
             b"phi" => phi = Some(r.boolean()?),
@@ -337,7 +327,10 @@ impl<'a> CborReader<'a> {
     }
 
     fn peek(&self) -> Result<u8, PayloadError> {
-        self.buf.get(self.at).copied().ok_or_else(|| self.malformed("unexpected end"))
+        self.buf
+            .get(self.at)
+            .copied()
+            .ok_or_else(|| self.malformed("unexpected end"))
     }
 
     /// (major type, argument); indefinite lengths are refused.
@@ -349,7 +342,10 @@ impl<'a> CborReader<'a> {
             0..=23 => info as u64,
             24..=27 => {
                 let n = 1usize << (info - 24);
-                let raw = self.buf.get(self.at..self.at + n).ok_or_else(|| self.malformed("unexpected end in head"))?;
+                let raw = self
+                    .buf
+                    .get(self.at..self.at + n)
+                    .ok_or_else(|| self.malformed("unexpected end in head"))?;
                 self.at += n;
                 raw.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64)
             }
@@ -371,7 +367,10 @@ impl<'a> CborReader<'a> {
     }
 
     fn slice(&mut self, len: u64) -> Result<&'a [u8], PayloadError> {
-        let end = usize::try_from(len).ok().and_then(|l| self.at.checked_add(l)).filter(|e| *e <= self.buf.len());
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| self.at.checked_add(l))
+            .filter(|e| *e <= self.buf.len());
         let end = end.ok_or_else(|| self.malformed("string runs past the end"))?;
         let s = &self.buf[self.at..end];
         self.at = end;
@@ -392,7 +391,9 @@ impl<'a> CborReader<'a> {
     fn int(&mut self) -> Result<i64, PayloadError> {
         match self.head()? {
             (0, n) => i64::try_from(n).map_err(|_| self.malformed("integer out of range")),
-            (1, n) => i64::try_from(n).map(|n| -1 - n).map_err(|_| self.malformed("integer out of range")),
+            (1, n) => i64::try_from(n)
+                .map(|n| -1 - n)
+                .map_err(|_| self.malformed("integer out of range")),
             _ => Err(self.malformed("expected an integer")),
         }
     }
@@ -406,7 +407,10 @@ impl<'a> CborReader<'a> {
     }
 
     /// `null` reads as `None` (writers omit absent fields; readers accept both).
-    fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, PayloadError>) -> Result<Option<T>, PayloadError> {
+    fn optional<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, PayloadError>,
+    ) -> Result<Option<T>, PayloadError> {
         if self.peek()? == 0xf6 {
             self.at += 1;
             return Ok(None);

@@ -8,13 +8,26 @@
 //!
 //! Entries arrive in chunks from a reader running beside the verifier, so memory stays constant
 //! and reading overlaps hashing.
+//!
+//! Rollback and truncation: a chain that was cut short, or rewritten from some entry on with
+//! every hash and link recomputed, is consistent in itself. Only a statement kept elsewhere can
+//! show it: the verifier keeps the RFC 9162 [`Frontier`] of the entry hashes it has seen (one
+//! or two SHA-256 per entry, constant memory) and, when the count reaches a checkpoint's size,
+//! compares the root and head hash the checkpoint signed. A ledger that ends before a
+//! checkpoint's size is `truncated`; a different root is `rewritten`. The same pass checks the
+//! store's own checkpoints and its stored Merkle nodes against the recomputed tree, since proofs
+//! and checkpoints are built from those nodes.
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::entry::{Columns, Entry, EntryKind};
+use std::collections::{HashMap, VecDeque};
+
+use crate::checkpoint::{Checkpoint, NoteVerifier};
+use crate::entry::{Entry, EntryKind};
 use crate::hash::{HashAlg, FORMAT_VERSION};
-use crate::payload::Payload;
+use crate::merkle::{empty_root, Frontier, MerkleNode, STORED_MIN_LEVEL};
+use crate::payload::{ColumnsRef, Payload};
 use crate::store::{Store, StoreError};
 use crate::types::{Digest, Seq, StreamId};
 
@@ -42,6 +55,17 @@ pub enum Problem {
     MalformedPayload,
     /// The payload is missing (purged without authorization).
     PayloadMissing,
+    /// The ledger ends before a checkpoint's size: its newest entries were deleted (or a stored
+    /// Merkle node covers entries that no longer exist).
+    Truncated,
+    /// At a checkpoint's size the ledger has another Merkle root or head hash than the
+    /// checkpoint signed: it was rewritten, with hashes and links recomputed, after the
+    /// checkpoint was taken.
+    Rewritten,
+    /// A stored Merkle node is missing or differs from the tree recomputed from the entries.
+    TreeMismatch,
+    /// A checkpoint stored in the ledger is malformed or its signature does not verify.
+    BadCheckpoint,
 }
 
 impl Problem {
@@ -57,6 +81,10 @@ impl Problem {
             Problem::BadGenesis => "bad_genesis",
             Problem::MalformedPayload => "malformed_payload",
             Problem::PayloadMissing => "payload_missing",
+            Problem::Truncated => "truncated",
+            Problem::Rewritten => "rewritten",
+            Problem::TreeMismatch => "tree_mismatch",
+            Problem::BadCheckpoint => "bad_checkpoint",
         }
     }
 }
@@ -74,10 +102,38 @@ pub struct VerifyReport {
     pub problem: Option<Problem>,
     /// One sentence on the damage, for people.
     pub detail: Option<String>,
+    /// The tree size of the checkpoint the ledger failed to extend (`truncated`, `rewritten`).
+    pub checkpoint_size: Option<u64>,
+    /// How many checkpoints (given and stored) the ledger was shown to extend.
+    pub checkpoints_verified: u64,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct VerifyOptions {}
+pub struct VerifyOptions {
+    /// Checkpoints the ledger must extend, already opened with a trusted key (a checkpoint
+    /// whose signature was not verified proves nothing: see [`Checkpoint::open`]).
+    pub checkpoints: Vec<Checkpoint>,
+    /// The key that signs this stream's checkpoints: the store's own checkpoints are checked
+    /// with it. Without it they are compared with the tree unsigned.
+    pub checkpoint_key: Option<NoteVerifier>,
+}
+
+/// A checkpoint to compare with the recomputed tree, and where it came from (for messages).
+#[derive(Debug, Clone)]
+struct Claim {
+    checkpoint: Checkpoint,
+    stored: bool,
+}
+
+impl Claim {
+    fn label(&self) -> String {
+        let whose = if self.stored { "stored " } else { "" };
+        format!("the {whose}checkpoint of size {}", self.checkpoint.size)
+    }
+}
+
+/// A failure with its seq (if one entry can be named), kind, detail and checkpoint size.
+type Failure = (Option<Seq>, Problem, String, Option<u64>);
 
 /// A failure found in one entry by itself.
 type Finding = (Problem, String);
@@ -98,7 +154,18 @@ pub struct Verifier {
     next_seq: Seq,
     prev: Option<Prev>,
     entries: u64,
-    failure: Option<(Seq, Problem, String)>,
+    failure: Option<Failure>,
+    /// The tree of the entry hashes seen so far.
+    frontier: Frontier,
+    /// Checkpoints not reached yet, ascending size.
+    claims: VecDeque<Claim>,
+    checkpoints_verified: u64,
+    /// Stored-level nodes completed since the last `take_tree_nodes` (kept only on request).
+    completed: Vec<MerkleNode>,
+    collect_nodes: bool,
+    /// Damage found in what the store keeps beside the entries (Merkle nodes, checkpoints):
+    /// reported only when the chain and the checkpoints are sound, since the entries decide.
+    store_failure: Option<Failure>,
 }
 
 impl Verifier {
@@ -111,7 +178,75 @@ impl Verifier {
             prev: None,
             entries: 0,
             failure: None,
+            frontier: Frontier::empty(),
+            claims: VecDeque::new(),
+            checkpoints_verified: 0,
+            completed: Vec::new(),
+            collect_nodes: false,
+            store_failure: None,
         }
+    }
+
+    /// Adds checkpoints (already opened with a trusted key) the ledger must extend.
+    pub fn expect_checkpoints(&mut self, checkpoints: impl IntoIterator<Item = Checkpoint>) {
+        self.add_claims(checkpoints.into_iter().map(|checkpoint| Claim {
+            checkpoint,
+            stored: false,
+        }));
+    }
+
+    /// Adds a checkpoint read from the store itself.
+    pub fn expect_stored_checkpoint(&mut self, checkpoint: Checkpoint) {
+        self.add_claims([Claim {
+            checkpoint,
+            stored: true,
+        }]);
+    }
+
+    fn add_claims(&mut self, claims: impl IntoIterator<Item = Claim>) {
+        for claim in claims {
+            if claim.checkpoint.size < self.entries.max(1) {
+                // Size 0 (the empty tree) is all that can be already behind us before the
+                // first entry; it states only the empty root.
+                if claim.checkpoint.size == 0 && claim.checkpoint.root == empty_root() {
+                    self.checkpoints_verified += 1;
+                } else if self.failure.is_none() {
+                    self.failure = Some((
+                        None,
+                        Problem::Rewritten,
+                        format!("{} states a root the ledger never had", claim.label()),
+                        Some(claim.checkpoint.size),
+                    ));
+                }
+                continue;
+            }
+            self.claims.push_back(claim);
+        }
+        self.claims
+            .make_contiguous()
+            .sort_by_key(|c| c.checkpoint.size);
+    }
+
+    /// Keeps the stored-level Merkle nodes the recomputed tree completes, for comparison with
+    /// the store's (drain them with [`take_tree_nodes`](Self::take_tree_nodes) after each
+    /// chunk, so memory stays bounded).
+    pub fn collect_tree_nodes(&mut self) {
+        self.collect_nodes = true;
+    }
+
+    pub fn take_tree_nodes(&mut self) -> Vec<MerkleNode> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// Records damage found in the store's Merkle nodes or checkpoints (the first one wins).
+    pub fn report_store_damage(&mut self, seq: Option<Seq>, problem: Problem, detail: String) {
+        if self.store_failure.is_none() {
+            self.store_failure = Some((seq, problem, detail, None));
+        }
+    }
+
+    pub fn store_damaged(&self) -> bool {
+        self.store_failure.is_some()
     }
 
     pub fn entries(&self) -> u64 {
@@ -135,12 +270,59 @@ impl Verifier {
             .collect();
         for (entry, finding) in chunk.iter().zip(findings) {
             if let Err((seq, problem, detail)) = self.sequential(entry, finding) {
-                self.failure = Some((seq, problem, detail));
+                self.failure = Some((Some(seq), problem, detail, None));
                 return false;
             }
             self.entries += 1;
+            self.frontier.push(&entry.entry_hash, &mut self.completed);
+            if !self.collect_nodes {
+                self.completed.clear();
+            }
+            if let Err(failure) = self.check_claims(entry) {
+                self.failure = Some(failure);
+                return false;
+            }
         }
         true
+    }
+
+    /// Compares the checkpoints of the size just reached with the recomputed root and head.
+    fn check_claims(&mut self, head: &Entry) -> Result<(), Failure> {
+        while let Some(claim) = self
+            .claims
+            .front()
+            .filter(|c| c.checkpoint.size == self.entries)
+        {
+            let cp = &claim.checkpoint;
+            let root = self.frontier.root();
+            if cp.head != head.entry_hash || cp.root != root {
+                let what = if cp.head != head.entry_hash {
+                    format!(
+                        "entry {} has hash {}, {} signed head hash {}",
+                        head.seq,
+                        head.entry_hash,
+                        claim.label(),
+                        cp.head
+                    )
+                } else {
+                    format!(
+                        "the Merkle root of the first {} entries is {root}, {} signed {}",
+                        cp.size,
+                        claim.label(),
+                        cp.root
+                    )
+                };
+                return Err((
+                    None,
+                    Problem::Rewritten,
+                    format!("the ledger was rewritten after the checkpoint was taken: {what}"),
+                    Some(cp.size),
+                ));
+            }
+            self.checkpoints_verified += 1;
+            self.claims.pop_front();
+        }
+        Ok(())
     }
 
     fn sequential(
@@ -216,9 +398,24 @@ impl Verifier {
     }
 
     pub fn finish(self) -> VerifyReport {
-        let (ok, first_bad_seq, problem, detail) = match self.failure {
-            None => (true, None, None, None),
-            Some((seq, p, d)) => (false, Some(seq), Some(p), Some(d)),
+        let truncated = self.claims.front().map(|claim| {
+            (
+                Some(self.entries),
+                Problem::Truncated,
+                format!(
+                    "the ledger ends after {} entries, but {} was signed: entries {} to {} were deleted",
+                    self.entries,
+                    claim.label(),
+                    self.entries,
+                    claim.checkpoint.size - 1
+                ),
+                Some(claim.checkpoint.size),
+            )
+        });
+        let failure = self.failure.or(truncated).or(self.store_failure);
+        let (ok, first_bad_seq, problem, detail, checkpoint_size) = match failure {
+            None => (true, None, None, None, None),
+            Some((seq, p, d, size)) => (false, seq, Some(p), Some(d), size),
         };
         VerifyReport {
             ok,
@@ -229,6 +426,8 @@ impl Verifier {
             first_bad_seq,
             problem,
             detail,
+            checkpoint_size,
+            checkpoints_verified: self.checkpoints_verified,
         }
     }
 }
@@ -306,9 +505,9 @@ pub fn check_entry(e: &Entry, stream: &StreamId, alg: HashAlg) -> Result<(), Fin
         }
         return Err((Problem::HashMismatch, format!("entry {}'s hash does not match its fields (seq, recorded_at, prev_hash or digest changed)", e.seq)));
     }
-    let decoded = Payload::decode(payload)
+    let recomputed = ColumnsRef::read(payload)
         .map_err(|err| (Problem::MalformedPayload, format!("entry {}: {err}", e.seq)))?;
-    if let Some(column) = e.columns.first_difference(&Columns::of(&decoded)) {
+    if let Some(column) = e.columns.first_difference_from(&recomputed) {
         return Err((
             Problem::ColumnMismatch,
             format!("entry {}'s {column} column differs from its payload", e.seq),
@@ -317,18 +516,144 @@ pub fn check_entry(e: &Entry, stream: &StreamId, alg: HashAlg) -> Result<(), Fin
     Ok(())
 }
 
-/// Verifies `stream` in `store`, calling `progress` with the running count after each chunk.
+/// Verifies `stream` in `store`, calling `progress` with the running count after each chunk:
+/// the chain, the given checkpoints, the store's own checkpoints and its stored Merkle nodes.
 pub async fn verify_store(
     store: &dyn Store,
     stream: &StreamId,
-    _opts: &VerifyOptions,
-    progress: impl FnMut(u64) + Send + 'static,
+    opts: &VerifyOptions,
+    mut progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<VerifyReport, StoreError> {
-    let chunks = store.scan(stream, 0);
-    let stream = stream.clone();
-    tokio::task::spawn_blocking(move || verify_chunks(stream, chunks, progress))
+    let mut v = Verifier::new(stream.clone());
+    v.expect_checkpoints(opts.checkpoints.iter().cloned());
+    v.collect_tree_nodes();
+    for stored in store.checkpoints(stream).await? {
+        let opened = match &opts.checkpoint_key {
+            Some(key) => Checkpoint::open(&stored.note, key),
+            None => Checkpoint::parse_unverified(&stored.note),
+        };
+        match opened {
+            Ok(cp) if cp.size == stored.size => v.expect_stored_checkpoint(cp),
+            Ok(cp) => v.report_store_damage(
+                None,
+                Problem::BadCheckpoint,
+                format!(
+                    "a stored checkpoint is filed under size {} but states size {}",
+                    stored.size, cp.size
+                ),
+            ),
+            Err(e) => v.report_store_damage(
+                None,
+                Problem::BadCheckpoint,
+                format!(
+                    "the stored checkpoint of size {} is refused: {e}",
+                    stored.size
+                ),
+            ),
+        }
+    }
+    let mut chunks = store.scan(stream, 0);
+    while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk?;
+        // Hashing a chunk is CPU work: off the async threads, one hop per chunk.
+        let (back, go_on) = tokio::task::spawn_blocking(move || {
+            let go_on = v.push(&chunk);
+            (v, go_on)
+        })
         .await
-        .map_err(|e| StoreError::Backend(format!("verifier task failed: {e}")))?
+        .map_err(|e| StoreError::Backend(format!("verifier task failed: {e}")))?;
+        v = back;
+        progress(v.entries());
+        let nodes = v.take_tree_nodes();
+        if !nodes.is_empty() && !v.store_damaged() {
+            compare_stored_nodes(store, stream, &mut v, &nodes).await?;
+        }
+        if !go_on {
+            break;
+        }
+    }
+    if !v.failed() && !v.store_damaged() {
+        find_nodes_beyond_head(store, stream, &mut v).await?;
+    }
+    Ok(v.finish())
+}
+
+/// Compares the nodes the recomputed tree completed with the stored ones (one read per chunk).
+async fn compare_stored_nodes(
+    store: &dyn Store,
+    stream: &StreamId,
+    v: &mut Verifier,
+    nodes: &[MerkleNode],
+) -> Result<(), StoreError> {
+    let wanted: Vec<(u8, u64)> = nodes.iter().map(|n| (n.level, n.index)).collect();
+    let stored: HashMap<(u8, u64), Digest> = store
+        .merkle_nodes(stream, &wanted)
+        .await?
+        .into_iter()
+        .map(|n| ((n.level, n.index), n.hash))
+        .collect();
+    let bad = nodes
+        .iter()
+        .filter(|n| stored.get(&(n.level, n.index)) != Some(&n.hash))
+        // The narrowest bad node that ends first: a changed entry makes all its ancestors
+        // differ, and the lowest one bounds it best.
+        .min_by_key(|n| ((n.index + 1) << n.level, n.level));
+    if let Some(n) = bad {
+        let first = n.index << n.level;
+        let last = first + (1u64 << n.level) - 1;
+        let what = if stored.contains_key(&(n.level, n.index)) {
+            "differs from the tree recomputed from the entries"
+        } else {
+            "is missing"
+        };
+        v.report_store_damage(
+            Some(first),
+            Problem::TreeMismatch,
+            format!(
+                "the stored Merkle node (level {}, index {}) over entries {first} to {last} {what}: proofs and checkpoints built from it would be wrong",
+                n.level, n.index
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Stored Merkle nodes that cover entries the ledger does not have are left over from deleted
+/// entries. Appends may run while a verification reads its snapshot, and a node committed
+/// after the snapshot is not damage: a node is written in the transaction of its entries, so
+/// the head read *after* finding the node includes them unless they were deleted.
+async fn find_nodes_beyond_head(
+    store: &dyn Store,
+    stream: &StreamId,
+    v: &mut Verifier,
+) -> Result<(), StoreError> {
+    let size = v.entries();
+    for level in STORED_MIN_LEVEL..64 {
+        let Some(n) = store
+            .merkle_level(stream, level, size >> level, 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        let first = n.index << n.level;
+        let last = first + (1u64 << level) - 1;
+        let now = store.head(stream).await?.map_or(0, |h| h.seq + 1);
+        if last < now {
+            continue; // appended after the snapshot this verification read
+        }
+        v.report_store_damage(
+            Some(size),
+            Problem::Truncated,
+            format!(
+                "the stored Merkle node (level {level}, index {}) covers entries {first} to {last}, but the ledger ends after {now} entries: entries were deleted",
+                n.index
+            ),
+        );
+        break;
+    }
+    Ok(())
 }
 
 /// Blocking driver over a chunk receiver.
@@ -485,6 +810,66 @@ mod tests {
             (Some(4), Some(Problem::ForgedEntry)),
             "{r:?}"
         );
+    }
+
+    fn checkpoint_of(c: &[Entry]) -> Checkpoint {
+        let hashes: Vec<Digest> = c.iter().map(|e| e.entry_hash).collect();
+        Checkpoint {
+            origin: "auditledger/default".into(),
+            size: c.len() as u64,
+            root: crate::merkle::root_of(&hashes),
+            head: hashes[hashes.len() - 1],
+        }
+    }
+
+    fn run_with(entries: &[Entry], checkpoints: Vec<Checkpoint>) -> VerifyReport {
+        let mut v = Verifier::new(StreamId::default());
+        v.expect_checkpoints(checkpoints);
+        for chunk in entries.chunks(3) {
+            if !v.push(chunk) {
+                break;
+            }
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn checkpoints_catch_truncation_and_rewrites() {
+        let c = chain(20);
+        let at12 = checkpoint_of(&c[..12]);
+        let at20 = checkpoint_of(&c);
+        let r = run_with(&c, vec![at20.clone(), at12.clone()]);
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.checkpoints_verified, 2);
+
+        let r = run_with(&c[..15], vec![at12.clone(), at20.clone()]);
+        assert_eq!(
+            (r.ok, r.problem, r.first_bad_seq, r.checkpoint_size),
+            (false, Some(Problem::Truncated), Some(15), Some(20)),
+            "{r:?}"
+        );
+        assert_eq!(r.checkpoints_verified, 1);
+
+        // The tail from 10 on rewritten with every hash and link recomputed: the chain is
+        // consistent, only the checkpoint shows it.
+        let mut forged = c.clone();
+        for i in 10..20 {
+            forged[i].recorded_at = Timestamp(forged[i].recorded_at.0 + 7);
+            forged[i].prev_hash = forged[i - 1].entry_hash;
+            rehash(&mut forged[i]);
+        }
+        assert!(run(&forged).ok);
+        let r = run_with(&forged, vec![at12]);
+        assert_eq!(
+            (r.problem, r.checkpoint_size),
+            (Some(Problem::Rewritten), Some(12)),
+            "{r:?}"
+        );
+        // A checkpoint whose head matches but root does not (a forged checkpoint, or a broken
+        // hash function) is still refused.
+        let mut odd = at20;
+        odd.root = Digest([1; 32]);
+        assert_eq!(run_with(&c, vec![odd]).problem, Some(Problem::Rewritten));
     }
 
     #[test]

@@ -285,7 +285,10 @@ impl WriterTask {
     async fn gather(&mut self, first: Request) -> Vec<Request> {
         let mut entries = first.items.len();
         let mut batch = vec![first];
-        let drain = |rx: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, entries: &mut usize, max: usize| {
+        let drain = |rx: &mut mpsc::Receiver<Request>,
+                     batch: &mut Vec<Request>,
+                     entries: &mut usize,
+                     max: usize| {
             while *entries < max {
                 match rx.try_recv() {
                     Ok(next) => {
@@ -296,7 +299,12 @@ impl WriterTask {
                 }
             }
         };
-        drain(&mut self.rx, &mut batch, &mut entries, self.config.max_batch);
+        drain(
+            &mut self.rx,
+            &mut batch,
+            &mut entries,
+            self.config.max_batch,
+        );
         let expected = self.last_batch_requests;
         if expected > 1 && !self.config.gather_window.is_zero() {
             let deadline = tokio::time::Instant::now() + self.config.gather_window;
@@ -305,7 +313,12 @@ impl WriterTask {
                     Ok(Some(next)) => {
                         entries += next.items.len();
                         batch.push(next);
-                        drain(&mut self.rx, &mut batch, &mut entries, self.config.max_batch);
+                        drain(
+                            &mut self.rx,
+                            &mut batch,
+                            &mut entries,
+                            self.config.max_batch,
+                        );
                     }
                     // Timed out, or every handle dropped: commit what is in hand.
                     Ok(None) | Err(_) => break,

@@ -44,9 +44,22 @@ pub async fn merkle_tree_and_checkpoints(store: Arc<dyn Store>) {
     let level4 = store.merkle_level(&s, 4, 0, 100).await.unwrap();
     assert_eq!(level4.len(), 201 / 16);
 
+    // Real signed checkpoints, as `auditledger checkpoint` stores them.
+    let signer =
+        ledger::checkpoint::NoteSigner::new(&ledger::checkpoint::default_origin(&s), &[9; 32])
+            .unwrap();
+    let note_at = |size: u64| {
+        ledger::checkpoint::Checkpoint {
+            origin: ledger::checkpoint::default_origin(&s),
+            size,
+            root: root_of(&leaves[..size as usize]),
+            head: leaves[size as usize - 1],
+        }
+        .sign(&signer)
+    };
     let first = StoredCheckpoint {
         size: 100,
-        note: "checkpoint at 100\n".into(),
+        note: note_at(100),
     };
     store.put_checkpoint(&s, &first).await.unwrap();
     store.put_checkpoint(&s, &first).await.unwrap();
@@ -55,7 +68,7 @@ pub async fn merkle_tree_and_checkpoints(store: Arc<dyn Store>) {
             &s,
             &StoredCheckpoint {
                 size: 201,
-                note: "checkpoint at 201\n".into(),
+                note: note_at(201),
             },
         )
         .await
@@ -63,6 +76,8 @@ pub async fn merkle_tree_and_checkpoints(store: Arc<dyn Store>) {
     let all = store.checkpoints(&s).await.unwrap();
     assert_eq!(all.iter().map(|c| c.size).collect::<Vec<_>>(), [100, 201]);
     assert_eq!(all[0], first);
+    // The ledger extends its stored checkpoints.
+    verify_ok(store.as_ref(), &s, 201).await;
 }
 
 async fn verify_ok(store: &dyn Store, stream: &StreamId, entries: u64) {
@@ -209,9 +224,14 @@ pub async fn idempotent_retry_returns_first_receipt(store: Arc<dyn Store>) {
         Err(ledger::AppendError::IdempotencyMismatch)
     );
     // One digest twice in one request is refused, not retried until contention.
-    let mut twice = ingest.prepare_batch(&values[..1], Some("req-3"), 0).unwrap();
+    let mut twice = ingest
+        .prepare_batch(&values[..1], Some("req-3"), 0)
+        .unwrap();
     twice.push(twice[0].clone());
-    assert_eq!(w.append(twice).await, Err(ledger::AppendError::IdempotencyMismatch));
+    assert_eq!(
+        w.append(twice).await,
+        Err(ledger::AppendError::IdempotencyMismatch)
+    );
     // Two identical requests in flight at once: one write.
     let (a, b) = tokio::join!(
         w.append(ingest.prepare_batch(&other, Some("req-2"), 0).unwrap()),

@@ -143,16 +143,25 @@ fn blob32(row: &Row, idx: usize, name: &str) -> rusqlite::Result<Digest> {
     // verification reads.
     let bytes = row.get_ref(idx)?.as_blob()?;
     Digest::from_slice(bytes).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, format!("{name} is not 32 bytes").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            format!("{name} is not 32 bytes").into(),
+        )
     })
 }
 
 /// One row of `COLUMNS` as an entry of `stream` (every query filters on it; a row of another
 /// stream would be a store bug and is reported as corrupt).
 fn entry_from_row(row: &Row, stream: &StreamId) -> rusqlite::Result<Entry> {
-    let conversion = |idx, why: String| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, why.into());
+    let conversion = |idx, why: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, why.into())
+    };
     if row.get_ref(0)?.as_str()? != stream.as_str() {
-        return Err(conversion(0, format!("row of another stream in a read of {stream}")));
+        return Err(conversion(
+            0,
+            format!("row of another stream in a read of {stream}"),
+        ));
     }
     let kind = row.get_ref(7)?.as_str()?;
     let idem = row.get_ref(14)?.as_blob_or_null()?;
@@ -165,7 +174,8 @@ fn entry_from_row(row: &Row, stream: &StreamId) -> rusqlite::Result<Entry> {
         prev_hash: blob32(row, 5, "prev_hash")?,
         entry_hash: blob32(row, 6, "entry_hash")?,
         columns: Columns {
-            kind: EntryKind::parse(kind).ok_or_else(|| conversion(7, format!("unknown entry kind {kind:?}")))?,
+            kind: EntryKind::parse(kind)
+                .ok_or_else(|| conversion(7, format!("unknown entry kind {kind:?}")))?,
             occurred_at: row.get::<_, Option<i64>>(8)?.map(Timestamp),
             action: row.get(9)?,
             outcome: row.get(10)?,
@@ -277,7 +287,9 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for d in &idem {
                 if let Some(e) = stmt
-                    .query_row(params![stream.as_str(), &d.0[..]], |r| entry_from_row(r, &stream))
+                    .query_row(params![stream.as_str(), &d.0[..]], |r| {
+                        entry_from_row(r, &stream)
+                    })
                     .optional()
                     .map_err(corrupt)?
                 {
@@ -296,8 +308,10 @@ impl Store for SqliteStore {
                 "SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq = ?2"
             ))
             .and_then(|mut s| {
-                s.query_row(params![stream.as_str(), seq as i64], |r| entry_from_row(r, &stream))
-                    .optional()
+                s.query_row(params![stream.as_str(), seq as i64], |r| {
+                    entry_from_row(r, &stream)
+                })
+                .optional()
             })
             .map_err(corrupt)
         })

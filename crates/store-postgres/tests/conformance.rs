@@ -1,0 +1,373 @@
+//! The PostgreSQL store against the shared conformance and tamper suites, plus what only a
+//! database server has: append-only triggers refusing even the owner, roles, migrations.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use common::{superuser, TestSchema};
+use ledger::{Entry, Seq, Store, StreamId};
+use store_conformance::Tamper;
+use store_postgres::{PostgresStore, SchemaName};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Client;
+
+/// An attacker with superuser access: turns the protective triggers off for its session
+/// (`session_replication_role = replica` skips ordinary triggers), then edits rows.
+struct PostgresTamper {
+    client: Client,
+    schema: SchemaName,
+}
+
+impl PostgresTamper {
+    async fn open(schema: &SchemaName) -> PostgresTamper {
+        let client = superuser().await;
+        client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+            .unwrap();
+        PostgresTamper {
+            client,
+            schema: schema.clone(),
+        }
+    }
+
+    fn row_params(e: &Entry) -> Vec<Box<dyn ToSql + Sync + Send>> {
+        let c = &e.columns;
+        vec![
+            Box::new(e.stream.as_str().to_owned()),
+            Box::new(e.seq as i64),
+            Box::new(e.recorded_at.micros()),
+            Box::new(e.payload.clone()),
+            Box::new(e.payload_digest.0.to_vec()),
+            Box::new(e.prev_hash.0.to_vec()),
+            Box::new(e.entry_hash.0.to_vec()),
+            Box::new(c.kind.as_str().to_owned()),
+            Box::new(c.occurred_at.map(|t| t.micros())),
+            Box::new(c.action.clone()),
+            Box::new(c.outcome.clone()),
+            Box::new(c.actor.clone()),
+            Box::new(c.patient.clone()),
+            Box::new(c.phi),
+            Box::new(c.idem.map(|d| d.0.to_vec())),
+        ]
+    }
+
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> u64 {
+        self.client
+            .execute(sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    }
+}
+
+#[async_trait]
+impl Tamper for PostgresTamper {
+    async fn overwrite(&self, stream: &StreamId, seq: Seq, e: &Entry) {
+        let row = PostgresTamper::row_params(e);
+        let mut params: Vec<&(dyn ToSql + Sync)> = row.iter().map(|b| b.as_ref() as _).collect();
+        let at = seq as i64;
+        params.push(&at);
+        let n = self
+            .exec(
+                &format!(
+                    "UPDATE {}.entries SET stream = $1, seq = $2, recorded_at = $3, payload = $4, payload_digest = $5,
+                     prev_hash = $6, entry_hash = $7, kind = $8, occurred_at = $9, action = $10, outcome = $11,
+                     actor = $12, patient = $13, phi = $14, idem = $15
+                     WHERE stream = $1 AND seq = $16",
+                    self.schema
+                ),
+                &params,
+            )
+            .await;
+        assert_eq!(n, 1, "overwrite of {stream}/{seq}");
+    }
+
+    async fn delete(&self, stream: &StreamId, seq: Seq) {
+        let n = self
+            .exec(
+                &format!(
+                    "DELETE FROM {}.entries WHERE stream = $1 AND seq = $2",
+                    self.schema
+                ),
+                &[&stream.as_str(), &(seq as i64)],
+            )
+            .await;
+        assert_eq!(n, 1);
+    }
+
+    async fn insert_raw(&self, e: &Entry) {
+        let row = PostgresTamper::row_params(e);
+        let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(|b| b.as_ref() as _).collect();
+        self.exec(
+            &format!(
+                "INSERT INTO {}.entries ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                self.schema,
+                store_postgres::binary::ENTRY_COLUMNS
+            ),
+            &params,
+        )
+        .await;
+    }
+
+    async fn renumber(&self, stream: &StreamId, from: Seq, delta: i64) {
+        // Through a far-away range, so the primary key never sees two rows at one seq.
+        const AWAY: i64 = 1_000_000_000;
+        let shifted = delta + AWAY;
+        self.exec(
+            &format!(
+                "UPDATE {}.entries SET seq = seq + $3 WHERE stream = $1 AND seq >= $2",
+                self.schema
+            ),
+            &[&stream.as_str(), &(from as i64), &shifted],
+        )
+        .await;
+        self.exec(
+            &format!(
+                "UPDATE {}.entries SET seq = seq - $2 WHERE stream = $1 AND seq >= $2",
+                self.schema
+            ),
+            &[&stream.as_str(), &AWAY],
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behaviour() {
+    let schema = TestSchema::migrated("behaviour").await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    store_conformance::behaviour::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behaviour_with_the_insert_append_method() {
+    let schema = TestSchema::migrated("behaviour_insert").await;
+    let store: Arc<dyn Store> = Arc::new(
+        schema
+            .store_with(store_postgres::PostgresOptions {
+                append_method: store_postgres::AppendMethod::Insert,
+                ..Default::default()
+            })
+            .await,
+    );
+    store_conformance::behaviour::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_and_named() {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::tamper::run_all(|| {
+        let schemas = schemas.clone();
+        async move {
+            let schema = TestSchema::migrated("tamper").await;
+            let store: Arc<dyn Store> = Arc::new(schema.store().await);
+            let tamper: Arc<dyn Tamper> = Arc::new(PostgresTamper::open(&schema.name).await);
+            schemas.lock().unwrap().push(schema);
+            (store, tamper)
+        }
+    })
+    .await;
+}
+
+/// Even the owner (a superuser) cannot change a row while the triggers are on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_update_delete_and_truncate() {
+    let schema = TestSchema::migrated("append_only").await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    store_conformance::fill(store.clone(), &StreamId::default(), 20, 5).await;
+    let db = superuser().await;
+    let s = &schema.name;
+    for sql in [
+        format!("UPDATE {s}.entries SET action = 'x' WHERE seq = 1"),
+        format!("DELETE FROM {s}.entries WHERE seq = 3"),
+        format!("DELETE FROM {s}.entries WHERE false"),
+        format!("TRUNCATE {s}.entries"),
+        format!("UPDATE {s}.merkle_nodes SET idx = idx + 1"),
+        format!("DELETE FROM {s}.merkle_nodes"),
+        format!("TRUNCATE {s}.merkle_nodes"),
+        format!("UPDATE {s}.checkpoints SET note = ''"),
+        format!("DELETE FROM {s}.checkpoints"),
+        format!("TRUNCATE {s}.checkpoints"),
+    ] {
+        let err = db.batch_execute(&sql).await.expect_err(&sql);
+        let msg = err
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        assert!(msg.contains("append-only"), "{sql}: {err:?}");
+    }
+    let count: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {s}.entries"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 21);
+    let nodes: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {s}.merkle_nodes"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(nodes >= 1, "a tree of 21 leaves stores its level-4 node");
+}
+
+/// A fork written straight into the table, bypassing the writer, is refused by the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_a_fork() {
+    let schema = TestSchema::migrated("fork").await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    let s = StreamId::default();
+    store_conformance::fill(store.clone(), &s, 5, 5).await;
+    let db = superuser().await;
+    let cols = store_postgres::binary::ENTRY_COLUMNS;
+    let n = &schema.name;
+    // Seq 6 pointing at a hash that is not entry 5's.
+    let bad_link = format!(
+        "INSERT INTO {n}.entries ({cols}) SELECT stream, 6, recorded_at, payload, payload_digest, entry_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, NULL FROM {n}.entries WHERE seq = 4"
+    );
+    // Seq 7 with no seq 6 before it.
+    let gap = format!(
+        "INSERT INTO {n}.entries ({cols}) SELECT stream, 7, recorded_at, payload, payload_digest, entry_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, NULL FROM {n}.entries WHERE seq = 5"
+    );
+    // A second genesis of a new stream with a non-zero prev_hash.
+    let bad_genesis = format!(
+        "INSERT INTO {n}.entries ({cols}) SELECT 'other', 0, recorded_at, payload, payload_digest, entry_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, NULL FROM {n}.entries WHERE seq = 0"
+    );
+    for sql in [bad_link, gap, bad_genesis] {
+        let err = db.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("ALC01"),
+            "{sql}: {err:?}"
+        );
+    }
+    // A second entry at an existing seq is refused by the primary key.
+    let twice = format!(
+        "INSERT INTO {n}.entries ({cols}) SELECT stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, NULL FROM {n}.entries WHERE seq = 5"
+    );
+    let err = db.batch_execute(&twice).await.expect_err("duplicate seq");
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err:?}");
+    assert_eq!(store.head(&s).await.unwrap().unwrap().seq, 5);
+}
+
+async fn login_as(role: &str, password: &str) -> Client {
+    let mut config: tokio_postgres::Config = common::database_url().parse().unwrap();
+    config.user(role).password(password);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("log in as {role}: {e:?}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// What an operator does (docs/POSTGRES.md): a LOGIN role in the writer group can append and
+/// read through the store, and cannot UPDATE, DELETE or TRUNCATE; an auditor can only read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_and_auditor_roles() {
+    let schema = TestSchema::migrated("roles").await;
+    let db = superuser().await;
+    let writer = format!("{}_w", schema.name);
+    let auditor = format!("{}_a", schema.name);
+    db.batch_execute(&format!(
+        "CREATE ROLE {writer} LOGIN PASSWORD 'pw' IN ROLE auditledger_writer;
+         CREATE ROLE {auditor} LOGIN PASSWORD 'pw' IN ROLE auditledger_auditor;"
+    ))
+    .await
+    .unwrap();
+    let (schema_name, writer2, auditor2) = (schema.name.clone(), writer.clone(), auditor.clone());
+    let result = async move {
+        let (writer, auditor) = (writer2, auditor2);
+        // Through the store, as the service would run.
+        let mut url: tokio_postgres::Config = common::database_url().parse().unwrap();
+        url.user(&writer).password("pw");
+        let host = match &url.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        let writer_url = format!(
+            "host={host} port={} user={writer} password=pw dbname={}",
+            url.get_ports().first().copied().unwrap_or(5432),
+            url.get_dbname().unwrap_or("test")
+        );
+        let store: Arc<dyn Store> = Arc::new(
+            PostgresStore::connect(&writer_url, &schema_name)
+                .await
+                .expect("the writer role connects"),
+        );
+        assert!(!store.describe().contains("pw"), "{}", store.describe());
+        let receipts = store_conformance::fill(store.clone(), &StreamId::default(), 10, 3).await;
+        assert_eq!(receipts.len(), 10);
+        let report = ledger::verify::verify_store(
+            store.as_ref(),
+            &StreamId::default(),
+            &ledger::VerifyOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(report.ok, "{report:?}");
+
+        let s = &schema_name;
+        let w = login_as(&writer, "pw").await;
+        let n: i64 = w
+            .query_one(&format!("SELECT count(*) FROM {s}.entries"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 11);
+        w.execute(
+            &format!("INSERT INTO {s}.checkpoints (stream, size, note) VALUES ('default', 1, 'n')"),
+            &[],
+        )
+        .await
+        .expect("the writer inserts");
+        for sql in [
+            format!("UPDATE {s}.entries SET action = 'x' WHERE seq = 1"),
+            format!("DELETE FROM {s}.entries WHERE seq = 3"),
+            format!("TRUNCATE {s}.entries"),
+            format!("UPDATE {s}.checkpoints SET note = 'x'"),
+            format!("DELETE FROM {s}.merkle_nodes"),
+            format!("TRUNCATE {s}.checkpoints"),
+        ] {
+            let err = w.batch_execute(&sql).await.expect_err(&sql);
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{sql}: {err:?}"
+            );
+        }
+
+        let a = login_as(&auditor, "pw").await;
+        let n: i64 = a
+            .query_one(&format!("SELECT count(*) FROM {s}.entries"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 11);
+        for sql in [
+            format!("INSERT INTO {s}.checkpoints (stream, size, note) VALUES ('default', 2, 'n')"),
+            format!("UPDATE {s}.entries SET action = 'x' WHERE seq = 1"),
+            format!("DELETE FROM {s}.entries WHERE seq = 3"),
+            format!("TRUNCATE {s}.entries"),
+        ] {
+            let err = a.batch_execute(&sql).await.expect_err(&sql);
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{sql}: {err:?}"
+            );
+        }
+    };
+    // Catch the panic so the cluster-wide roles are dropped either way.
+    let outcome = tokio::spawn(result).await;
+    db.batch_execute(&format!(
+        "DROP OWNED BY {writer}, {auditor}; DROP ROLE {writer}; DROP ROLE {auditor};"
+    ))
+    .await
+    .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
