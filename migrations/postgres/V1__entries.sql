@@ -82,12 +82,12 @@ $$;
 CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON entries
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 
--- Hashes of perfect Merkle subtrees of level >= 4 (see crates/ledger/src/merkle.rs), written in
+-- Hashes of perfect Merkle subtrees of level >= 5 (see crates/ledger/src/merkle.rs), written in
 -- the transaction of the entries that complete them. Derivable from the entries, so verify
 -- recomputes and compares them.
 CREATE TABLE merkle_nodes (
     stream  text     NOT NULL,
-    level   smallint NOT NULL CHECK (level BETWEEN 4 AND 63),
+    level   smallint NOT NULL CHECK (level BETWEEN 5 AND 63),
     idx     bigint   NOT NULL CHECK (idx >= 0),
     hash    bytea    NOT NULL CHECK (octet_length(hash) = 32),
     PRIMARY KEY (stream, level, idx)

@@ -50,12 +50,12 @@ BEGIN
     SELECT RAISE(ABORT, 'auditledger: entries are append-only (DELETE refused)');
 END;
 
--- Hashes of perfect Merkle subtrees of level >= 4 (see crates/ledger/src/merkle.rs), written in
+-- Hashes of perfect Merkle subtrees of level >= 5 (see crates/ledger/src/merkle.rs), written in
 -- the transaction of the entries that complete them. Derivable from the entries, so verify
 -- recomputes and compares them.
 CREATE TABLE merkle_nodes (
     stream  TEXT    NOT NULL,
-    level   INTEGER NOT NULL CHECK (level BETWEEN 4 AND 63),
+    level   INTEGER NOT NULL CHECK (level BETWEEN 5 AND 63),
     idx     INTEGER NOT NULL CHECK (idx >= 0),
     hash    BLOB    NOT NULL CHECK (length(hash) = 32),
     PRIMARY KEY (stream, level, idx)

@@ -2,7 +2,7 @@
 //! nothing (timing thresholds do not belong in tests on shared machines):
 //!
 //! - what keeping the tree costs the append path: the frontier's CPU per entry (in memory) and
-//!   its node rows (about one per 16 entries), measured as the same chained commits written to
+//!   its node rows (about one per 16 entries: levels 5 and up), measured as the same chained commits written to
 //!   a fresh store with and without those rows, best of runs;
 //! - a large ledger's tree built straight into a store through `Store::append` batches (the
 //!   entries are chained for real but carry no payload, so building it costs seconds, not the

@@ -1,6 +1,6 @@
 //! Reading the Merkle tree of a stream from its store: the hash of any perfect subtree, the
 //! writer's frontier, and roots for any size, each in O(log n) reads (stored nodes for levels
-//! >= `STORED_MIN_LEVEL`, one range of at most 16 entry hashes below that).
+//! >= `STORED_MIN_LEVEL`, one range of at most 32 entry hashes below that).
 
 use std::collections::HashMap;
 

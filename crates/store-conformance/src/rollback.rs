@@ -138,8 +138,15 @@ where
         let (store, t, _kept, _) = setup().await;
         rewrite(store.as_ref(), t.as_ref(), 20, SIZE).await;
         let r = report(store.as_ref(), vec![]).await;
-        // Entries 16..=31 form the first stored node the rewrite touched.
-        expect(&r, Problem::TreeMismatch, Some(16), None, attack);
+        // Named at the first entry of the first stored node the rewrite (from entry 20) touched.
+        let lowest = ledger::merkle::STORED_MIN_LEVEL;
+        expect(
+            &r,
+            Problem::TreeMismatch,
+            Some((20 >> lowest) << lowest),
+            None,
+            attack,
+        );
     }
 
     {

@@ -176,7 +176,7 @@ async fn tampering_is_caught_and_named() {
 async fn the_database_refuses_update_delete_and_truncate() {
     let schema = TestSchema::migrated("append_only").await;
     let store: Arc<dyn Store> = Arc::new(schema.store().await);
-    store_conformance::fill(store.clone(), &StreamId::default(), 20, 5).await;
+    store_conformance::fill(store.clone(), &StreamId::default(), 40, 5).await;
     let db = superuser().await;
     let s = &schema.name;
     for sql in [
@@ -203,13 +203,13 @@ async fn the_database_refuses_update_delete_and_truncate() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(count, 21);
+    assert_eq!(count, 41);
     let nodes: i64 = db
         .query_one(&format!("SELECT count(*) FROM {s}.merkle_nodes"), &[])
         .await
         .unwrap()
         .get(0);
-    assert!(nodes >= 1, "a tree of 21 leaves stores its level-4 node");
+    assert!(nodes >= 1, "a tree of 41 leaves stores its level-5 node");
 }
 
 /// A fork written straight into the table, bypassing the writer, is refused by the database.
