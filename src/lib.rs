@@ -1,6 +1,7 @@
 //! The `auditledger` binary: command line, configuration and wiring of the store, the writer
 //! and the commands. The ledger's rules live in `crates/ledger`; this crate only connects them.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod context;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use auditledger::bench::{closed_loop_appends, machine, print_table, Row};
 use auditledger::synthetic::clinic_day;
 use clap::Parser;
 use ledger::hash::{entry_preimage, PREIMAGE_MAX};
@@ -47,31 +48,6 @@ struct Args {
     /// Directory for the benchmark's files (a temporary one by default).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-}
-
-struct Row {
-    name: String,
-    per_sec: f64,
-    p50_ms: Option<f64>,
-    p99_ms: Option<f64>,
-    batch: Option<f64>,
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!(
-        "{} cores, {cpu}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    )
 }
 
 fn plain_table(path: &std::path::Path) -> anyhow::Result<Connection> {
@@ -144,97 +120,6 @@ fn plain_bulk(path: &std::path::Path, rows: &[Entry]) -> anyhow::Result<f64> {
         tx.commit()?;
     }
     Ok(rows.len() as f64 / start.elapsed().as_secs_f64())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-async fn auditledger_appends(
-    dir: &std::path::Path,
-    prepared: &[PreparedEntry],
-    appenders: usize,
-    secs: f64,
-) -> anyhow::Result<Row> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir)?);
-    let stream = StreamId::new(&format!("bench-{appenders}"))?;
-    let (writer, task) = GroupCommitWriter::start(
-        store,
-        stream,
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let prepared = Arc::new(prepared.to_vec());
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for a in 0..appenders {
-        let (w, prepared) = (writer.clone(), prepared.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = a;
-            while Instant::now() < deadline {
-                let item = prepared[i % prepared.len()].clone();
-                let t = Instant::now();
-                w.append(vec![item]).await.expect("append");
-                latencies.push(t.elapsed());
-                i += appenders;
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await?);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let stats = writer.stats();
-    let batches = stats
-        .batches
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .max(1) as f64;
-    let entries = stats.entries.load(std::sync::atomic::Ordering::Relaxed) as f64;
-    drop(writer);
-    task.await?;
-    latencies.sort_unstable();
-    Ok(Row {
-        name: format!(
-            "auditledger, {appenders} appender{}",
-            if appenders == 1 { "" } else { "s" }
-        ),
-        per_sec: entries / elapsed,
-        p50_ms: Some(percentile(&latencies, 0.50)),
-        p99_ms: Some(percentile(&latencies, 0.99)),
-        batch: Some(entries / batches),
-    })
-}
-
-fn print_table(title: &str, rows: &[Row], reference: f64, reference_name: &str) {
-    println!("\n{title} (ratio to {reference_name})");
-    println!(
-        "{:<48} {:>12} {:>8} {:>9} {:>9} {:>8}",
-        "", "entries/s", "ratio", "p50 ms", "p99 ms", "batch"
-    );
-    let opt = |v: Option<f64>, prec: usize| {
-        v.map(|x| format!("{x:.prec$}"))
-            .unwrap_or_else(|| "-".into())
-    };
-    for r in rows {
-        println!(
-            "{:<48} {:>12.0} {:>8.3} {:>9} {:>9} {:>8}",
-            r.name,
-            r.per_sec,
-            r.per_sec / reference,
-            opt(r.p50_ms, 2),
-            opt(r.p99_ms, 2),
-            opt(r.batch, 1)
-        );
-    }
 }
 
 #[tokio::main]
@@ -314,8 +199,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let per_event_64 = table.last().map(|r| r.per_sec).unwrap_or(1.0);
     let ledger_dir = dir.join("ledger");
+    let shared = Arc::new(prepared.clone());
     for appenders in [1, 16, 64] {
-        table.push(auditledger_appends(&ledger_dir, &prepared, appenders, secs).await?);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&ledger_dir)?);
+        let name = format!(
+            "auditledger, {appenders} appender{}",
+            if appenders == 1 { "" } else { "s" }
+        );
+        let stream = StreamId::new(&format!("bench-{appenders}"))?;
+        table
+            .push(closed_loop_appends(store, stream, shared.clone(), appenders, secs, name).await?);
     }
     print_table(
         "Appends, each event acknowledged only after its transaction committed (synchronous=FULL)",

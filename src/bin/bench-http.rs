@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use auditledger::bench::percentile;
 use auditledger::server::auth::{Role, TokenStore};
 use auditledger::server::config::{ServeArgs, Settings};
 use auditledger::server::{serve, ServeInputs};
@@ -55,14 +56,6 @@ struct Figures {
     p99_ms: f64,
     requests: usize,
     errors: usize,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn figures(mut latencies: Vec<Duration>, errors: usize, elapsed: f64) -> Figures {

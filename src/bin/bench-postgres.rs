@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use auditledger::bench::{closed_loop_appends, machine, print_table, Row};
 use auditledger::synthetic::clinic_day;
 use bytes::BytesMut;
 use clap::Parser;
@@ -61,30 +62,6 @@ struct Args {
     /// Keep the benchmark's schema instead of dropping it.
     #[arg(long)]
     keep: bool,
-}
-
-struct Row {
-    name: String,
-    per_sec: f64,
-    p50_ms: Option<f64>,
-    p99_ms: Option<f64>,
-    batch: Option<f64>,
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("nproc {cores}, {cpu}")
 }
 
 async fn superuser(url: &str) -> anyhow::Result<Client> {
@@ -195,14 +172,6 @@ async fn insert_per_event(
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 async fn auditledger_appends(
     store: Arc<dyn Store>,
     label: &str,
@@ -214,52 +183,11 @@ async fn auditledger_appends(
         "bench-{}-{appenders}",
         label.to_lowercase().replace(' ', "-")
     ))?;
-    let (writer, task) = GroupCommitWriter::start(
-        store,
-        stream,
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for a in 0..appenders {
-        let (w, prepared) = (writer.clone(), prepared.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = a;
-            while Instant::now() < deadline {
-                let item = prepared[i % prepared.len()].clone();
-                let t = Instant::now();
-                w.append(vec![item]).await?;
-                latencies.push(t.elapsed());
-                i += appenders;
-            }
-            Ok::<_, ledger::AppendError>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let stats = writer.stats();
-    let batches = stats.batches.load(Ordering::Relaxed).max(1) as f64;
-    let entries = stats.entries.load(Ordering::Relaxed) as f64;
-    drop(writer);
-    task.await?;
-    latencies.sort_unstable();
-    Ok(Row {
-        name: format!(
-            "auditledger {label}, {appenders} appender{}",
-            if appenders == 1 { "" } else { "s" }
-        ),
-        per_sec: entries / elapsed,
-        p50_ms: Some(percentile(&latencies, 0.50)),
-        p99_ms: Some(percentile(&latencies, 0.99)),
-        batch: Some(entries / batches),
-    })
+    let name = format!(
+        "auditledger {label}, {appenders} appender{}",
+        if appenders == 1 { "" } else { "s" }
+    );
+    closed_loop_appends(store, stream, prepared, appenders, secs, name).await
 }
 
 /// Appends `n` entries in requests of 4096 (one batch each) through the writer: the append
@@ -311,33 +239,6 @@ async fn raw_read(
     }
     anyhow::ensure!(bytes > 0, "the raw read returned nothing");
     Ok(total / start.elapsed().as_secs_f64())
-}
-
-fn print_table(title: &str, rows: &[Row], reference: f64, reference_name: &str) {
-    println!("\n{title} (ratio to {reference_name})");
-    println!(
-        "| {:<52} | {:>10} | {:>6} | {:>7} | {:>7} | {:>7} |",
-        "", "entries/s", "ratio", "p50 ms", "p99 ms", "batch"
-    );
-    println!(
-        "|{:-<54}|{:->12}|{:->8}|{:->9}|{:->9}|{:->9}|",
-        "", "", "", "", "", ""
-    );
-    let opt = |v: Option<f64>, prec: usize| {
-        v.map(|x| format!("{x:.prec$}"))
-            .unwrap_or_else(|| "-".into())
-    };
-    for r in rows {
-        println!(
-            "| {:<52} | {:>10.0} | {:>6.3} | {:>7} | {:>7} | {:>7} |",
-            r.name,
-            r.per_sec,
-            r.per_sec / reference,
-            opt(r.p50_ms, 2),
-            opt(r.p99_ms, 2),
-            opt(r.batch, 1)
-        );
-    }
 }
 
 #[tokio::main]

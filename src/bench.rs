@@ -1,0 +1,141 @@
+//! What the benchmark programs (`src/bin/*bench*.rs`) share, so that every figure is measured
+//! and printed the same way: the machine line, latency percentiles, the result table, and the
+//! closed-loop appenders (each sends one event, waits for its receipt, sends the next: the
+//! shape of a service that audits each request).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger::{GroupCommitWriter, PreparedEntry, Store, StreamId, SystemClock, WriterConfig};
+
+/// "N cores, CPU model", for the first line of every benchmark's output.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+/// The `p` quantile of sorted latencies, in milliseconds (0 when there are none).
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// One line of a result table.
+pub struct Row {
+    pub name: String,
+    pub per_sec: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub batch: Option<f64>,
+}
+
+impl Row {
+    /// A row with only a rate.
+    pub fn rate(name: impl Into<String>, per_sec: f64) -> Row {
+        Row {
+            name: name.into(),
+            per_sec,
+            p50_ms: None,
+            p99_ms: None,
+            batch: None,
+        }
+    }
+}
+
+/// Prints `rows` as a Markdown table, each rate also as a ratio to `reference`.
+pub fn print_table(title: &str, rows: &[Row], reference: f64, reference_name: &str) {
+    println!("\n{title} (ratio to {reference_name})");
+    println!(
+        "| {:<52} | {:>10} | {:>6} | {:>7} | {:>7} | {:>7} |",
+        "", "entries/s", "ratio", "p50 ms", "p99 ms", "batch"
+    );
+    println!(
+        "|{:-<54}|{:->12}|{:->8}|{:->9}|{:->9}|{:->9}|",
+        "", "", "", "", "", ""
+    );
+    let opt = |v: Option<f64>, prec: usize| {
+        v.map(|x| format!("{x:.prec$}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    for r in rows {
+        println!(
+            "| {:<52} | {:>10.0} | {:>6.3} | {:>7} | {:>7} | {:>7} |",
+            r.name,
+            r.per_sec,
+            r.per_sec / reference,
+            opt(r.p50_ms, 2),
+            opt(r.p99_ms, 2),
+            opt(r.batch, 1)
+        );
+    }
+}
+
+/// `appenders` closed-loop appenders on `stream` for `secs` seconds through one
+/// group-commit writer: entries/s, acknowledge latency p50/p99, mean batch size.
+pub async fn closed_loop_appends(
+    store: Arc<dyn Store>,
+    stream: StreamId,
+    prepared: Arc<Vec<PreparedEntry>>,
+    appenders: usize,
+    secs: f64,
+    name: String,
+) -> anyhow::Result<Row> {
+    let (writer, task) = GroupCommitWriter::start(
+        store,
+        stream,
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let (w, prepared) = (writer.clone(), prepared.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = a;
+            while Instant::now() < deadline {
+                let item = prepared[i % prepared.len()].clone();
+                let t = Instant::now();
+                w.append(vec![item]).await?;
+                latencies.push(t.elapsed());
+                i += appenders;
+            }
+            Ok::<_, ledger::AppendError>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stats = writer.stats();
+    let batches = stats.batches.load(Ordering::Relaxed).max(1) as f64;
+    let entries = stats.entries.load(Ordering::Relaxed) as f64;
+    drop(writer);
+    task.await?;
+    latencies.sort_unstable();
+    Ok(Row {
+        name,
+        per_sec: entries / elapsed,
+        p50_ms: Some(percentile(&latencies, 0.50)),
+        p99_ms: Some(percentile(&latencies, 0.99)),
+        batch: Some(entries / batches),
+    })
+}
