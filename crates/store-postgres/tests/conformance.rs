@@ -171,6 +171,24 @@ async fn tampering_is_caught_and_named() {
     .await;
 }
 
+/// Truncation and rewrites that keep the chain consistent, caught by checkpoints (issue 5's
+/// attacks, on this store as on the embedded one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollbacks_are_caught_by_checkpoints() {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::rollback::run_all(|| {
+        let schemas = schemas.clone();
+        async move {
+            let schema = TestSchema::migrated("rollback").await;
+            let store: Arc<dyn Store> = Arc::new(schema.store().await);
+            let tamper: Arc<dyn Tamper> = Arc::new(PostgresTamper::open(&schema.name).await);
+            schemas.lock().unwrap().push(schema);
+            (store, tamper)
+        }
+    })
+    .await;
+}
+
 /// Even the owner (a superuser) cannot change a row while the triggers are on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_update_delete_and_truncate() {
