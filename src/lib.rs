@@ -34,6 +34,9 @@ pub fn run() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(EXIT_ERROR);
     }
+    if !matches!(cli.command, cli::Command::Serve(_)) {
+        quiet_on_broken_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,5 +54,18 @@ pub fn run() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+/// `auditledger tail | head` must stop quietly when `head` has read enough, as Unix tools do.
+/// Rust ignores SIGPIPE, so a write to a closed pipe would make `println!` panic instead; the
+/// command-line tools restore the default disposition. `serve` keeps ignoring it: a client that
+/// goes away must never take the server down.
+fn quiet_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: resetting a signal disposition to its default before any other thread is started
+    // (the runtime is built after this); no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

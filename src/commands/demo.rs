@@ -9,7 +9,10 @@ use tokio::sync::Mutex;
 
 use crate::cli::DemoArgs;
 use crate::context::Context;
-use crate::keys::{create_pseudonym_key, pseudonym_key_path, PSEUDONYM_KEY_ENV};
+use crate::keys::{
+    create_pseudonym_key, create_signing_key, pseudonym_key_path, signing_key_path,
+    PSEUDONYM_KEY_ENV, SIGNING_KEY_ENV,
+};
 use crate::synthetic::clinic_day;
 use crate::{EXIT_DAMAGED, EXIT_OK};
 
@@ -26,6 +29,11 @@ pub async fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<u8> {
             pseudonym_key_path(dir).display(),
             key.id()
         );
+    }
+    // As `init` would: the checkpoint signing key too, so `auditledger checkpoint` works next.
+    if std::env::var_os(SIGNING_KEY_ENV).is_none() && !signing_key_path(dir).exists() {
+        let path = create_signing_key(dir)?;
+        println!("  created the checkpoint signing key {}", path.display());
     }
     let ingest = Arc::new(Ingest::new(ctx.pseudonymizer()?));
     let store = ctx.open_store().await?;
@@ -131,8 +139,8 @@ receipt was given. Seq {}..={}.",
         );
     }
     println!(
-        "\nNext: `auditledger verify`, `auditledger tail -n 5`, `auditledger export --out day.cbor` then \
-`auditledger verify --export day.cbor` (all with --data-dir {}).",
+        "\nNext: `auditledger verify`, `auditledger tail -n 5`, `auditledger checkpoint --out cp.txt`, \
+`auditledger export --out day.cbor` then `auditledger verify --export day.cbor` (all with --data-dir {}).",
         dir.display()
     );
     Ok(if report.ok { EXIT_OK } else { EXIT_DAMAGED })
