@@ -139,3 +139,52 @@ pub async fn closed_loop_appends(
         batch: Some(entries / batches),
     })
 }
+
+/// The benchmarks' rows: a synthetic clinic day of about `n` events, prepared (validated,
+/// pseudonymized, encoded, digested) and chained on `stream` from seq 1, with the prepare rate
+/// (events/s) and the mean payload size (bytes), so every benchmark writes the same rows.
+pub struct SyntheticRows {
+    pub prepared: Vec<PreparedEntry>,
+    pub rows: Vec<ledger::Entry>,
+    pub prepare_rate: f64,
+    pub mean_payload: f64,
+}
+
+pub fn synthetic_rows(n: usize, stream: &StreamId) -> anyhow::Result<SyntheticRows> {
+    let ingest = ledger::Ingest::new(ledger::Pseudonymizer::new(
+        ledger::PseudonymKey::from_bytes([7; 32]),
+    ));
+    let (events, _) = crate::synthetic::clinic_day(1, n);
+    let t = Instant::now();
+    let prepared = ingest
+        .prepare_batch(&events, None, 0)
+        .map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    let prepare_rate = prepared.len() as f64 / t.elapsed().as_secs_f64();
+    let mut prev = ledger::Digest::ZERO;
+    let rows: Vec<ledger::Entry> = prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let e = p.clone().chain(
+                stream,
+                i as u64 + 1,
+                ledger::Timestamp(1),
+                prev,
+                ledger::HashAlg::Sha256,
+            );
+            prev = e.entry_hash;
+            e
+        })
+        .collect();
+    let mean_payload = rows
+        .iter()
+        .map(|e| e.payload.as_ref().map_or(0, Vec::len))
+        .sum::<usize>() as f64
+        / rows.len().max(1) as f64;
+    Ok(SyntheticRows {
+        prepared,
+        rows,
+        prepare_rate,
+        mean_payload,
+    })
+}

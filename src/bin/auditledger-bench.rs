@@ -20,14 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use auditledger::bench::{closed_loop_appends, machine, print_table, Row};
-use auditledger::synthetic::clinic_day;
+use auditledger::bench::{
+    closed_loop_appends, machine, print_table, synthetic_rows, Row, SyntheticRows,
+};
 use clap::Parser;
 use ledger::hash::{entry_preimage, PREIMAGE_MAX};
 use ledger::verify::verify_store;
 use ledger::{
-    Entry, GroupCommitWriter, HashAlg, Ingest, PreparedEntry, PseudonymKey, Pseudonymizer, Store,
-    StreamId, SystemClock, VerifyOptions, WriterConfig,
+    Entry, GroupCommitWriter, HashAlg, PreparedEntry, Store, StreamId, SystemClock, VerifyOptions,
+    WriterConfig,
 };
 use rayon::prelude::*;
 use rusqlite::{params, Connection};
@@ -135,35 +136,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The same events for everyone.
-    let ingest = Ingest::new(Pseudonymizer::new(PseudonymKey::from_bytes([7; 32])));
-    let (events, _) = clinic_day(1, args.events);
-    let t = Instant::now();
-    let prepared = ingest
-        .prepare_batch(&events, None, 0)
-        .map_err(|e| anyhow::anyhow!("{}", e[0]))?;
-    let prepare_rate = prepared.len() as f64 / t.elapsed().as_secs_f64();
     let stream = StreamId::default();
-    let mut prev = ledger::Digest::ZERO;
-    let rows: Vec<Entry> = prepared
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let e = p.clone().chain(
-                &stream,
-                i as u64 + 1,
-                ledger::Timestamp(1),
-                prev,
-                HashAlg::Sha256,
-            );
-            prev = e.entry_hash;
-            e
-        })
-        .collect();
-    let mean_payload = rows
-        .iter()
-        .map(|e| e.payload.as_ref().map_or(0, Vec::len))
-        .sum::<usize>() as f64
-        / rows.len() as f64;
+    let SyntheticRows {
+        prepared,
+        rows,
+        prepare_rate,
+        mean_payload,
+    } = synthetic_rows(args.events, &stream)?;
     println!(
         "{} synthetic clinic events, mean payload {mean_payload:.0} bytes; validate + pseudonymize + encode + digest: {prepare_rate:.0} events/s (all cores, done by the callers)",
         rows.len()

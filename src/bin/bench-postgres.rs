@@ -23,15 +23,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use auditledger::bench::{closed_loop_appends, machine, print_table, Row};
-use auditledger::synthetic::clinic_day;
+use auditledger::bench::{
+    closed_loop_appends, machine, print_table, synthetic_rows, Row, SyntheticRows,
+};
 use bytes::BytesMut;
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use ledger::verify::verify_store;
 use ledger::{
-    Entry, GroupCommitWriter, HashAlg, Ingest, PreparedEntry, PseudonymKey, Pseudonymizer, Store,
-    StreamId, SystemClock, VerifyOptions, WriterConfig,
+    Entry, GroupCommitWriter, PreparedEntry, Store, StreamId, SystemClock, VerifyOptions,
+    WriterConfig,
 };
 use store_postgres::binary::{encode_entries, ENTRY_COLUMNS};
 use store_postgres::{AppendMethod, PostgresOptions, PostgresStore, SchemaName};
@@ -267,33 +268,13 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: &Args, db: &mut Client, schema: &SchemaName) -> anyhow::Result<()> {
     let url = args.database_url.as_str();
     // The same events for everyone.
-    let ingest = Ingest::new(Pseudonymizer::new(PseudonymKey::from_bytes([7; 32])));
-    let (events, _) = clinic_day(1, args.events);
-    let prepared = ingest
-        .prepare_batch(&events, None, 0)
-        .map_err(|e| anyhow::anyhow!("{}", e[0]))?;
     let stream = StreamId::new("ceiling")?;
-    let mut prev = ledger::Digest::ZERO;
-    let rows: Vec<Entry> = prepared
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let e = p.clone().chain(
-                &stream,
-                i as u64 + 1,
-                ledger::Timestamp(1),
-                prev,
-                HashAlg::Sha256,
-            );
-            prev = e.entry_hash;
-            e
-        })
-        .collect();
-    let mean_payload = rows
-        .iter()
-        .map(|e| e.payload.as_ref().map_or(0, Vec::len))
-        .sum::<usize>() as f64
-        / rows.len() as f64;
+    let SyntheticRows {
+        prepared,
+        rows,
+        mean_payload,
+        ..
+    } = synthetic_rows(args.events, &stream)?;
     println!(
         "{} synthetic clinic events, mean payload {mean_payload:.0} bytes; timed scenarios run {} s each",
         rows.len(),

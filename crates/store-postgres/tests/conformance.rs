@@ -155,20 +155,22 @@ async fn behaviour_with_the_insert_append_method() {
     store_conformance::behaviour::run_all(store).await;
 }
 
+/// A fresh migrated schema and an attacker on it; the schema is dropped with `schemas`.
+async fn attackable(
+    label: &str,
+    schemas: Arc<Mutex<Vec<TestSchema>>>,
+) -> (Arc<dyn Store>, Arc<dyn Tamper>) {
+    let schema = TestSchema::migrated(label).await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    let tamper: Arc<dyn Tamper> = Arc::new(PostgresTamper::open(&schema.name).await);
+    schemas.lock().unwrap().push(schema);
+    (store, tamper)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_caught_and_named() {
     let schemas = Arc::new(Mutex::new(Vec::new()));
-    store_conformance::tamper::run_all(|| {
-        let schemas = schemas.clone();
-        async move {
-            let schema = TestSchema::migrated("tamper").await;
-            let store: Arc<dyn Store> = Arc::new(schema.store().await);
-            let tamper: Arc<dyn Tamper> = Arc::new(PostgresTamper::open(&schema.name).await);
-            schemas.lock().unwrap().push(schema);
-            (store, tamper)
-        }
-    })
-    .await;
+    store_conformance::tamper::run_all(|| attackable("tamper", schemas.clone())).await;
 }
 
 /// Truncation and rewrites that keep the chain consistent, caught by checkpoints (issue 5's
@@ -176,17 +178,7 @@ async fn tampering_is_caught_and_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollbacks_are_caught_by_checkpoints() {
     let schemas = Arc::new(Mutex::new(Vec::new()));
-    store_conformance::rollback::run_all(|| {
-        let schemas = schemas.clone();
-        async move {
-            let schema = TestSchema::migrated("rollback").await;
-            let store: Arc<dyn Store> = Arc::new(schema.store().await);
-            let tamper: Arc<dyn Tamper> = Arc::new(PostgresTamper::open(&schema.name).await);
-            schemas.lock().unwrap().push(schema);
-            (store, tamper)
-        }
-    })
-    .await;
+    store_conformance::rollback::run_all(|| attackable("rollback", schemas.clone())).await;
 }
 
 /// Even the owner (a superuser) cannot change a row while the triggers are on.

@@ -85,6 +85,16 @@ impl Tamper for SqliteTamper {
     }
 }
 
+/// A fresh ledger file and an attacker on it; the directory lives as long as `dirs`.
+async fn attackable(dirs: Arc<Mutex<Vec<tempfile::TempDir>>>) -> (Arc<dyn Store>, Arc<dyn Tamper>) {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let tamper: Arc<dyn Tamper> =
+        Arc::new(SqliteTamper::open(dir.path().join(store_sqlite::DB_FILE)));
+    dirs.lock().unwrap().push(dir);
+    (store, tamper)
+}
+
 fn fresh_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -99,35 +109,13 @@ async fn behaviour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_caught_and_named() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
-    store_conformance::tamper::run_all(|| {
-        let dirs = dirs.clone();
-        async move {
-            let dir = fresh_dir();
-            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-            let tamper: Arc<dyn Tamper> =
-                Arc::new(SqliteTamper::open(dir.path().join(store_sqlite::DB_FILE)));
-            dirs.lock().unwrap().push(dir);
-            (store, tamper)
-        }
-    })
-    .await;
+    store_conformance::tamper::run_all(|| attackable(dirs.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollbacks_are_caught_by_checkpoints() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
-    store_conformance::rollback::run_all(|| {
-        let dirs = dirs.clone();
-        async move {
-            let dir = fresh_dir();
-            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-            let tamper: Arc<dyn Tamper> =
-                Arc::new(SqliteTamper::open(dir.path().join(store_sqlite::DB_FILE)));
-            dirs.lock().unwrap().push(dir);
-            (store, tamper)
-        }
-    })
-    .await;
+    store_conformance::rollback::run_all(|| attackable(dirs.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
