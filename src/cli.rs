@@ -166,6 +166,23 @@ acknowledge what the writer holds, exit 0. Plain HTTP: put TLS in a reverse prox
     /// API tokens for `serve`: create (printed once), revoke, list. Stored hashed in
     /// <data-dir>/auth.db; creation and revocation are recorded in the ledger.
     Token(crate::commands::token::TokenArgs),
+
+    /// Run a projection (a read model of the verified stream) from its saved position: catch
+    /// up, --rebuild from the first entry, or --follow the head. `serve` runs them continuously.
+    #[command(
+        long_about = "Run a projection over the verified stream from its saved position.\n\n\
+Every entry is verified (digest, hash, link, seq, columns) before it is applied; the read-model changes, \
+the projection's state and its new position are saved in one transaction, so a projection stopped at any \
+moment resumes without skipping or double-counting. `security` detects brute force, password spraying, \
+account attacks, refused PHI requests, hijacked sessions, bulk exports, configuration changes and \
+after-hours PHI access (docs/SECURITY.md); each detection is appended to the ledger as a `security_event` \
+entry. Stops at the first damaged entry with exit status 1."
+    )]
+    Project(crate::commands::project::ProjectArgs),
+
+    /// Security events and the block list: `security events`, `security blocklist`,
+    /// `security check --ip`, `security unblock --ip --reason` (recorded in the ledger).
+    Security(crate::commands::security::SecurityArgs),
 }
 
 #[derive(Debug, Args)]

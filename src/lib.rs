@@ -7,6 +7,8 @@ pub mod commands;
 pub mod context;
 pub mod keys;
 pub mod logging;
+pub mod recorder;
+pub mod rules;
 pub mod server;
 pub mod synthetic;
 

@@ -15,7 +15,8 @@ async fn appends_answer_durable_receipts_and_a_retry_returns_the_original() {
     let dir = init();
     let svc = token(dir.path(), "service", "ehr-web");
     let aud = token(dir.path(), "auditor", "compliance");
-    let server = Server::start(dir.path(), "info", &[]);
+    // Exact seqs below: no projection appending detections (of the token creations) meanwhile.
+    let server = Server::start(dir.path(), "info", &["--projection-poll-ms", "0"]);
     let c = server.client(&svc);
     let before = server.client(&aud).head().await.unwrap()["seq"]
         .as_u64()
@@ -97,7 +98,15 @@ async fn a_bad_batch_is_refused_whole_naming_each_field_without_echoing_values()
     let server = Server::start(
         dir.path(),
         "info",
-        &["--max-body-bytes", "4000", "--max-events-per-request", "3"],
+        &[
+            "--max-body-bytes",
+            "4000",
+            "--max-events-per-request",
+            "3",
+            // The head must stay put: no projection appending detections meanwhile.
+            "--projection-poll-ms",
+            "0",
+        ],
     );
     let c = server.client(&svc);
     let head = || async { server.client(&aud).head().await.unwrap()["seq"].clone() };

@@ -25,6 +25,9 @@ async fn the_server_signs_checkpoints_and_serves_proofs_an_auditor_can_check_off
             "0",
             "--checkpoint-dir",
             cp_dir.to_str().unwrap(),
+            // Exact sizes below: no projection appending detections meanwhile.
+            "--projection-poll-ms",
+            "0",
         ],
     );
     let c = server.client(&svc);

@@ -93,6 +93,9 @@ async fn a_writer_that_falls_behind_pushes_back_with_retry_after() {
             "1",
             "--retry-after-seconds",
             "2",
+            // Exact entry counts below: no projection appending detections meanwhile.
+            "--projection-poll-ms",
+            "0",
         ],
     );
     let http = raw();

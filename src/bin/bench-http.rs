@@ -292,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
         ..ServeArgs::default()
     })?;
     let inputs = ServeInputs {
+        security_rules: Default::default(),
         settings,
         store,
         stream: StreamId::default(),

@@ -434,4 +434,34 @@ impl Store for NodeRows {
     ) -> Result<Vec<ledger::StoredCheckpoint>, ledger::StoreError> {
         self.inner.checkpoints(s).await
     }
+    async fn projection(
+        &self,
+        name: &str,
+        s: &StreamId,
+    ) -> Result<Option<ledger::SavedProjection>, ledger::StoreError> {
+        self.inner.projection(name, s).await
+    }
+    async fn commit_projection(
+        &self,
+        name: &str,
+        s: &StreamId,
+        expected: Option<u64>,
+        saved: &ledger::SavedProjection,
+        changes: &[ledger::RowChange],
+    ) -> Result<(), ledger::StoreError> {
+        self.inner
+            .commit_projection(name, s, expected, saved, changes)
+            .await
+    }
+    async fn reset_projection(&self, name: &str, s: &StreamId) -> Result<(), ledger::StoreError> {
+        self.inner.reset_projection(name, s).await
+    }
+    async fn read_model_rows(
+        &self,
+        name: &str,
+        s: &StreamId,
+        q: &ledger::RowQuery,
+    ) -> Result<Vec<ledger::ReadModelRow>, ledger::StoreError> {
+        self.inner.read_model_rows(name, s, q).await
+    }
 }

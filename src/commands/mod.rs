@@ -8,7 +8,9 @@ pub mod export;
 pub mod init;
 pub mod key;
 pub mod migrate;
+pub mod project;
 pub mod prove;
+pub mod security;
 pub mod serve;
 pub mod show;
 pub mod token;
@@ -34,5 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::CheckProof(args) => check_proof::run(args).await,
         Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Token(args) => token::run(&ctx, args).await,
+        Command::Project(args) => project::run(&ctx, args).await,
+        Command::Security(args) => security::run(&ctx, args).await,
     }
 }

@@ -32,7 +32,12 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
             None
         }
     };
+    let security_rules = crate::rules::RulesArgs {
+        rules: settings.rules.clone(),
+    }
+    .load(&ctx.global.data_dir)?;
     let inputs = ServeInputs {
+        security_rules,
         signer,
         settings,
         store,

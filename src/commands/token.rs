@@ -5,15 +5,11 @@
 //! ledger shows who could write to it and since when. The token itself is printed once, on
 //! stdout, and exists nowhere else: only its SHA-256 is stored.
 
-use std::sync::Arc;
-
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use ledger::event::ParseOptions;
-use ledger::{GroupCommitWriter, Ingest, PhiPolicy, SystemClock, WriterConfig};
 use serde_json::json;
 
 use crate::context::Context;
+use crate::recorder::{OperatorEvent, Recorder};
 use crate::server::auth::{Role, TokenStore};
 use crate::{EXIT_DAMAGED, EXIT_OK};
 
@@ -60,11 +56,16 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<u8> {
             let token = tokio::task::spawn_blocking(move || TokenStore::open(&d)?.create(&n, role))
                 .await??;
             let recorded = recorder
-                .record(
-                    "token_create",
-                    &format!("API token {name} created with role {}", role.as_str()),
-                )
+                .record(OperatorEvent {
+                    action: "token_create",
+                    resource: json!({"type": "ApiToken"}),
+                    detail: &format!("API token {name} created with role {}", role.as_str()),
+                })
                 .await;
+            let recorded = match recorded {
+                Ok(_) => recorder.close().await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = recorded {
                 // Unrecorded tokens must not exist: take it back before reporting.
                 let (d, n) = (dir.clone(), name.clone());
@@ -96,11 +97,13 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<u8> {
                 return Ok(EXIT_DAMAGED);
             };
             recorder
-                .record(
-                    "token_revoke",
-                    &format!("API token {name} with role {} revoked", role.as_str()),
-                )
+                .record(OperatorEvent {
+                    action: "token_revoke",
+                    resource: json!({"type": "ApiToken"}),
+                    detail: &format!("API token {name} with role {} revoked", role.as_str()),
+                })
                 .await?;
+            recorder.close().await?;
             eprintln!("revoked token {name}");
             Ok(EXIT_OK)
         }
@@ -128,63 +131,5 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-    }
-}
-
-/// Appends token-management events to the ledger.
-struct Recorder {
-    ingest: Ingest,
-    writer: GroupCommitWriter,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Recorder {
-    async fn open(ctx: &Context) -> anyhow::Result<Recorder> {
-        let mut ingest = Ingest::new(ctx.pseudonymizer()?);
-        // Our own text: a name that happened to look like PHI is redacted, not refused.
-        ingest.parse = ParseOptions {
-            phi_policy: PhiPolicy::Redact,
-        };
-        let store = ctx.open_store().await?;
-        let (writer, task) = GroupCommitWriter::start(
-            store,
-            ctx.stream.clone(),
-            Arc::new(SystemClock),
-            WriterConfig::default(),
-        )
-        .await?;
-        ingest.alg = writer.hash_alg();
-        Ok(Recorder {
-            ingest,
-            writer,
-            task,
-        })
-    }
-
-    async fn record(self, action: &str, detail: &str) -> anyhow::Result<()> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        // The operator: the OS account that ran the command (pseudonymized like any user id).
-        let mut actor = json!({"role": "admin"});
-        if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
-            actor["user_id"] = json!(user);
-        }
-        let event = json!({"occurred_at": now, "action": action, "outcome": "success",
-                           "actor": actor, "resource": {"type": "ApiToken"},
-                           "source": "auditledger", "detail": detail});
-        let prepared = self
-            .ingest
-            .prepare(&event, None)
-            .map_err(|e| anyhow::anyhow!("cannot record the token event: {e}"))?;
-        let receipts = self
-            .writer
-            .append(vec![prepared])
-            .await
-            .context("cannot record the token event in the ledger")?;
-        drop(self.writer);
-        self.task.await.context("writer task failed")?;
-        if let Some(r) = receipts.first() {
-            eprintln!("recorded as ledger entry seq {}", r.seq);
-        }
-        Ok(())
     }
 }

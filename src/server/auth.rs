@@ -39,6 +39,8 @@ pub enum Role {
 pub enum Permission {
     Append,
     Read,
+    /// Ask the block list (services at login, auditors).
+    Consult,
     Manage,
     Metrics,
 }
@@ -68,7 +70,7 @@ impl Role {
             Permission::Append => self == Role::Service,
             Permission::Read => matches!(self, Role::Auditor | Role::Admin),
             Permission::Manage => self == Role::Admin,
-            Permission::Metrics => true,
+            Permission::Consult | Permission::Metrics => true,
         }
     }
 }
@@ -403,7 +405,7 @@ mod tests {
         assert!(!Role::Admin.allows(Append));
         assert!([Role::Service, Role::Auditor, Role::Admin]
             .iter()
-            .all(|r| r.allows(Metrics)));
+            .all(|r| r.allows(Metrics) && r.allows(Consult)));
     }
 
     #[test]

@@ -99,6 +99,17 @@ pub struct ServeArgs {
     /// nothing was rolled back. [default: none]
     #[arg(long, env = "AUDITLEDGER_CHECKPOINT_DIR", value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+
+    /// How often the projections (security detection, block list) look for new entries once
+    /// caught up, in milliseconds; 0 turns them off in this server (run `auditledger project`
+    /// elsewhere). [default: 200]
+    #[arg(long, env = "AUDITLEDGER_PROJECTION_POLL_MS", value_name = "MS")]
+    pub projection_poll_ms: Option<u64>,
+
+    /// Security rules (TOML, docs/SECURITY.md). [default: <data-dir>/security.toml if it
+    /// exists, else the built-in defaults]
+    #[arg(long, env = "AUDITLEDGER_RULES", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
 }
 
 /// The same settings as read from the TOML file. Unknown keys are an error: a misspelt
@@ -122,6 +133,8 @@ struct FileSettings {
     checkpoint_every_entries: Option<u64>,
     checkpoint_every_seconds: Option<u64>,
     checkpoint_dir: Option<PathBuf>,
+    projection_poll_ms: Option<u64>,
+    rules: Option<PathBuf>,
 }
 
 /// The resolved settings.
@@ -141,6 +154,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub auth_reload: Duration,
     pub checkpoints: super::checkpoints::CheckpointPolicy,
+    /// `None`: projections off.
+    pub projection_poll: Option<Duration>,
+    pub rules: Option<PathBuf>,
 }
 
 impl Settings {
@@ -211,6 +227,15 @@ impl Settings {
                 ),
                 dir: args.checkpoint_dir.clone().or(file.checkpoint_dir),
             },
+            projection_poll: match args
+                .projection_poll_ms
+                .or(file.projection_poll_ms)
+                .unwrap_or(200)
+            {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            rules: args.rules.clone().or(file.rules),
         };
         for (name, v) in [
             ("max_events_per_request", s.max_events_per_request),

@@ -36,6 +36,11 @@ pub struct RequestLabel {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabel {
+    pub projection: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Append requests by outcome (ok, invalid, too_large, busy, conflict, error).
@@ -56,6 +61,10 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabel, Counter>,
     /// Append requests being validated or waiting for the writer.
     pub appends_in_flight: Gauge,
+    /// Position, lag and damage of each projection, by name.
+    pub projection_position: Family<ProjectionLabel, Gauge>,
+    pub projection_lag: Family<ProjectionLabel, Gauge>,
+    pub projection_damaged: Family<ProjectionLabel, Gauge>,
     writer: Arc<WriterCollector>,
 }
 
@@ -116,6 +125,24 @@ impl Metrics {
             "Append requests being validated or waiting for the writer",
             appends_in_flight.clone(),
         );
+        let projection_position = Family::<ProjectionLabel, Gauge>::default();
+        registry.register(
+            "projection_position",
+            "The next entry each projection will apply",
+            projection_position.clone(),
+        );
+        let projection_lag = Family::<ProjectionLabel, Gauge>::default();
+        registry.register(
+            "projection_lag_entries",
+            "Entries between each projection and the head",
+            projection_lag.clone(),
+        );
+        let projection_damaged = Family::<ProjectionLabel, Gauge>::default();
+        registry.register(
+            "projection_damaged",
+            "1 while a projection is stopped before an entry that failed verification",
+            projection_damaged.clone(),
+        );
         let writer = Arc::new(WriterCollector {
             writer: Mutex::new(Some(writer)),
         });
@@ -131,7 +158,20 @@ impl Metrics {
             auth_failures_unrecorded,
             http_requests,
             appends_in_flight,
+            projection_position,
+            projection_lag,
+            projection_damaged,
             writer,
+        }
+    }
+
+    /// The gauges of projection `name`.
+    pub fn projection(&self, name: &'static str) -> super::projections::ProjectionGauges {
+        let label = ProjectionLabel { projection: name };
+        super::projections::ProjectionGauges {
+            position: self.projection_position.get_or_create(&label).clone(),
+            lag: self.projection_lag.get_or_create(&label).clone(),
+            damaged: self.projection_damaged.get_or_create(&label).clone(),
         }
     }
 

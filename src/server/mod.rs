@@ -6,6 +6,7 @@
 //! - [`errors`]: the API's error type and its HTTP form.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`fhir`]: FHIR R4 AuditEvent → event contract.
+//! - [`projections`]: the projections (security detection, block list) following the head.
 //!
 //! The server is a thin adapter: events go through the same `Ingest` and `GroupCommitWriter` as
 //! the command line. It owns one writer for its stream; shutdown is the writer's own protocol:
@@ -18,12 +19,15 @@ pub mod config;
 pub mod errors;
 pub mod fhir;
 pub mod metrics;
+pub mod projections;
 pub mod routes;
+pub mod security;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
@@ -106,7 +110,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/v1/export", get(routes::get_export))
             .route("/v1/checkpoint", get(routes::get_checkpoint))
             .route("/v1/proof/inclusion", get(routes::get_inclusion_proof))
-            .route("/v1/proof/consistency", get(routes::get_consistency_proof)),
+            .route("/v1/proof/consistency", get(routes::get_consistency_proof))
+            .route("/v1/blocklist", get(security::get_blocklist))
+            .route("/v1/security/events", get(security::get_security_events)),
+    );
+    let consult = guarded(
+        Permission::Consult,
+        Router::new().route(
+            "/v1/blocklist/check",
+            get(security::get_blocklist_check).post(security::post_blocklist_check),
+        ),
     );
     let manage = guarded(
         Permission::Manage,
@@ -119,6 +132,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(append)
         .merge(read)
+        .merge(consult)
         .merge(manage)
         .merge(metrics)
         .route("/healthz", get(routes::healthz))
@@ -169,6 +183,8 @@ pub struct ServeInputs {
     pub verify_options: VerifyOptions,
     /// The checkpoint signer (the data directory's signing key), when there is one.
     pub signer: Option<NoteSigner>,
+    /// The security projection's rules.
+    pub security_rules: ::security::RulesConfig,
 }
 
 /// Runs the server until SIGTERM/SIGINT (or `stop` resolves), then shuts down gracefully.
@@ -186,6 +202,7 @@ pub async fn serve(
         data_dir,
         verify_options,
         signer,
+        security_rules,
     } = inputs;
     let auth = Arc::new(
         Authenticator::open(&data_dir).context("cannot open the token database (auth.db)")?,
@@ -229,9 +246,22 @@ pub async fn serve(
     let periodic = checkpointer
         .clone()
         .map(|cp| tokio::spawn(async move { cp.run(checkpoints_stopped).await }));
+    let metrics = Metrics::new(writer.clone());
+    let (stop_projections, projections_stopped) = tokio::sync::watch::channel(false);
+    let projections = settings.projection_poll.map(|poll| {
+        let gauges = metrics.projection(::security::projection::NAME);
+        tokio::spawn(projections::run(
+            store.clone(),
+            writer.clone(),
+            move || ::security::SecurityProjection::new(security_rules.clone()),
+            poll,
+            gauges,
+            projections_stopped,
+        ))
+    });
     let state = Arc::new(AppState {
         checkpointer: checkpointer.clone(),
-        metrics: Metrics::new(writer.clone()),
+        metrics,
         append_slots: Arc::new(Semaphore::new(settings.max_inflight_appends)),
         verify_slot: Arc::new(Semaphore::new(1)),
         settings,
@@ -304,8 +334,21 @@ pub async fn serve(
         Err(e) if e.is_cancelled() => {}
         Err(e) => return Err(anyhow::anyhow!("the HTTP server task failed: {e}")),
     }
-    // Every handler is done: let go of the last writer handles, then wait for the writer to
-    // commit and acknowledge what it holds.
+    // Every handler is done. The projections hold writer handles too: stop them (a projection
+    // cut off mid-way is safe to abandon: its commit is all or nothing, and what it appended
+    // is found again by digest when it resumes).
+    let _ = stop_projections.send(true);
+    if let Some(mut task) = projections {
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+    // Let go of the last writer handles, then wait for the writer to commit and acknowledge
+    // what it holds.
     state.metrics.detach_writer();
     drop(state);
     writer_task.await.context("the writer task failed")?;

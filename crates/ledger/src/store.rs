@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::entry::Entry;
 use crate::merkle::MerkleNode;
+use crate::readmodel::{ReadModelRow, RowChange, RowQuery, SavedProjection};
 use crate::types::{Digest, Seq, StreamId, Timestamp};
 
 /// What one append transaction writes: consecutive entries and the Merkle nodes they complete.
@@ -126,4 +127,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stored checkpoints of `stream`, ascending size.
     async fn checkpoints(&self, stream: &StreamId) -> Result<Vec<StoredCheckpoint>, StoreError>;
+
+    /// The saved position and state of projection `name` over `stream`, `None` before its
+    /// first commit (or after a reset).
+    async fn projection(
+        &self,
+        name: &str,
+        stream: &StreamId,
+    ) -> Result<Option<SavedProjection>, StoreError>;
+
+    /// Applies `changes` to the projection's read model and saves `saved` as its position, in
+    /// one transaction. Fails with `Conflict` (and changes nothing) unless the saved position
+    /// is still `expected` (`None`: no saved position), so two runners of one projection can
+    /// never both apply the same entries.
+    async fn commit_projection(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        expected: Option<Seq>,
+        saved: &SavedProjection,
+        changes: &[RowChange],
+    ) -> Result<(), StoreError>;
+
+    /// Forgets the projection's position and read model (for a rebuild from the first entry).
+    async fn reset_projection(&self, name: &str, stream: &StreamId) -> Result<(), StoreError>;
+
+    /// A range read of the projection's read model.
+    async fn read_model_rows(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        query: &RowQuery,
+    ) -> Result<Vec<ReadModelRow>, StoreError>;
 }

@@ -5,21 +5,48 @@
 //! Windowed rules fire once per key and window: after a detection, the same rule stays quiet
 //! for that key until the evidence window has passed, so a burst of 50 failed logins is one
 //! brute-force detection, not 46.
+//!
+//! Time order: events may arrive up to `tolerance_secs` behind the latest event time seen
+//! (the watermark) and count exactly as if they had arrived in order. Evidence older than the
+//! longest window plus the tolerance, behind the watermark, is forgotten from time to time;
+//! an event older than what may have been forgotten is too late for the rules that keep state
+//! (it can still be a configuration change or a big export), so that forgetting never changes
+//! a detection of an event within the tolerance and a very late event never repeats one.
+//!
+//! The state ([`DetectorState`]) can be saved and restored: a detector restored from the
+//! snapshot taken after event k goes on exactly as the original would have.
 
-use std::collections::HashMap;
+mod state;
 
 use chrono::{Datelike, TimeZone, Timelike, Weekday};
 use chrono_tz::Tz;
 use ledger::{Seq, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use self::state::Session;
+pub use self::state::{decode_state, encode_state, DetectorState, StateError, STATE_VERSION};
 use crate::config::RulesConfig;
 use crate::observation::Observation;
-use crate::window::{Evidence, Window};
+use crate::window::Evidence;
 
 const SECOND: i64 = 1_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// Eviction of forgotten evidence runs after every this many observations.
+const EVICT_EVERY: u64 = 4096;
+
+/// `secs` in microseconds, saturating (configured durations are not bounded above).
+fn micros(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(SECOND)
+}
+
+/// `t + secs`, saturating.
+fn after(t: Timestamp, secs: u64) -> Timestamp {
+    Timestamp(t.0.saturating_add(micros(secs)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     Low,
@@ -28,7 +55,7 @@ pub enum Severity {
     Critical,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     BruteForce,
@@ -82,70 +109,83 @@ pub struct Detection {
     pub block: Option<Block>,
 }
 
-#[derive(Debug, Default)]
-struct Session {
-    last: Option<Timestamp>,
-    ips: Vec<String>,
-    agents: Vec<String>,
-    first_seq: Seq,
-}
-
 /// The rules and the state their windows need.
 pub struct Detector {
     config: RulesConfig,
     tz: Tz,
-    watermark: Timestamp,
-    observed: u64,
-    /// Failed logins by IP; the value is the user tried (password spraying counts them).
-    failed_by_ip: HashMap<String, Window>,
-    /// Failed logins by user; the value is the IP (account attack counts them).
-    failed_by_user: HashMap<String, Window>,
-    denied_by_user: HashMap<String, Window>,
-    /// Successful PHI reads by user; the value is the patient.
-    reads_by_user: HashMap<String, Window>,
-    sessions: HashMap<String, Session>,
-    /// No new detection of a rule for a key before this time.
-    quiet_until: HashMap<(Rule, String), Timestamp>,
-    last_unauthorized: HashMap<String, Timestamp>,
+    state: DetectorState,
+    /// Eviction runs after every this many observations (0: never). Not part of the state:
+    /// when eviction runs does not change any detection.
+    evict_every: u64,
 }
 
 impl Detector {
     /// `config` must have passed `RulesConfig::validate` (its time zone parses).
     pub fn new(config: RulesConfig) -> Detector {
+        Detector::restore(config, DetectorState::default())
+    }
+
+    /// A detector that goes on from a [`snapshot`](Detector::snapshot). `config` should be the
+    /// one the snapshot was taken under: with another, evidence the old one had already
+    /// forgotten stays forgotten.
+    pub fn restore(config: RulesConfig, state: DetectorState) -> Detector {
         let tz = config.after_hours_phi.timezone.parse().unwrap_or(Tz::UTC);
         Detector {
             config,
             tz,
-            watermark: Timestamp(i64::MIN),
-            observed: 0,
-            failed_by_ip: HashMap::new(),
-            failed_by_user: HashMap::new(),
-            denied_by_user: HashMap::new(),
-            reads_by_user: HashMap::new(),
-            sessions: HashMap::new(),
-            quiet_until: HashMap::new(),
-            last_unauthorized: HashMap::new(),
+            state,
+            evict_every: EVICT_EVERY,
         }
+    }
+
+    /// Everything the detector remembers, to save with the position of the last observation.
+    pub fn snapshot(&self) -> DetectorState {
+        self.state.clone()
+    }
+
+    /// The state, without copying it (`encode_state(detector.state())`).
+    pub fn state(&self) -> &DetectorState {
+        &self.state
+    }
+
+    /// Observations fed so far (since the first, across restores).
+    pub fn observed(&self) -> u64 {
+        self.state.observed
+    }
+
+    pub fn config(&self) -> &RulesConfig {
+        &self.config
+    }
+
+    #[cfg(test)]
+    fn evict_every(mut self, n: u64) -> Detector {
+        self.evict_every = n;
+        self
     }
 
     /// Feeds one observation; returns the detections it completes.
     pub fn observe(&mut self, o: &Observation) -> Vec<Detection> {
         let mut out = Vec::new();
-        self.watermark = self.watermark.max(o.at);
-        self.observed += 1;
-        if o.is_failed_login() {
+        self.state.watermark = self.state.watermark.max(o.at);
+        self.state.observed += 1;
+        // Older than evidence that may have been forgotten: too late for the rules that
+        // keep state.
+        let current = o.at >= self.state.forgotten;
+        if current && o.is_failed_login() {
             self.failed_login(o, &mut out);
         }
-        if o.is_denied_phi() {
+        if current && o.is_denied_phi() {
             self.unauthorized(o, &mut out);
         }
-        if o.session.is_some() {
+        if current && o.session.is_some() {
             self.session(o, &mut out);
         }
-        self.bulk_export(o, &mut out);
+        self.bulk_export(o, current, &mut out);
         self.configuration_change(o, &mut out);
-        self.after_hours(o, &mut out);
-        if self.observed.is_multiple_of(4096) {
+        if current {
+            self.after_hours(o, &mut out);
+        }
+        if self.evict_every != 0 && self.state.observed.is_multiple_of(self.evict_every) {
             self.evict();
         }
         out
@@ -162,17 +202,22 @@ impl Detector {
         out: &mut Vec<Detection>,
     ) {
         let k = (d.rule, key.to_owned());
-        if self.quiet_until.get(&k).is_some_and(|until| at <= *until) {
+        if self
+            .state
+            .quiet_until
+            .get(&k)
+            .is_some_and(|until| at <= *until)
+        {
             return;
         }
-        self.quiet_until.insert(k, quiet_until);
+        self.state.quiet_until.insert(k, quiet_until);
         out.push(d);
     }
 
     fn failed_login(&mut self, o: &Observation, out: &mut Vec<Detection>) {
         let c = self.config.clone();
         if let Some(ip) = &o.ip {
-            let w = self.failed_by_ip.entry(ip.clone()).or_default();
+            let w = self.state.failed_by_ip.entry(ip.clone()).or_default();
             w.insert(o.at, o.seq, o.user.as_deref().unwrap_or(""));
             let brute = c
                 .brute_force
@@ -181,9 +226,9 @@ impl Detector {
                     w.find(
                         o.at,
                         o.seq,
-                        c.brute_force.window_secs as i64 * SECOND,
+                        micros(c.brute_force.window_secs),
                         c.brute_force.failures,
-                        1,
+                        0,
                     )
                 })
                 .flatten();
@@ -194,14 +239,14 @@ impl Detector {
                     w.find(
                         o.at,
                         o.seq,
-                        c.password_spraying.window_secs as i64 * SECOND,
+                        micros(c.password_spraying.window_secs),
                         c.password_spraying.users,
                         c.password_spraying.users,
                     )
                 })
                 .flatten();
             if let Some(e) = brute {
-                let until = Timestamp(e.to.0 + c.brute_force.block_secs as i64 * SECOND);
+                let until = after(e.to, c.brute_force.block_secs);
                 let d = detection(
                     Rule::BruteForce,
                     Severity::High,
@@ -219,13 +264,7 @@ impl Detector {
                     }),
                     ..d
                 };
-                self.fire(
-                    ip,
-                    Timestamp(e.to.0 + c.brute_force.window_secs as i64 * SECOND),
-                    o.at,
-                    d,
-                    out,
-                );
+                self.fire(ip, after(e.to, c.brute_force.window_secs), o.at, d, out);
             }
             if let Some(e) = spray {
                 let d = detection(
@@ -240,7 +279,7 @@ impl Detector {
                 );
                 self.fire(
                     ip,
-                    Timestamp(e.to.0 + c.password_spraying.window_secs as i64 * SECOND),
+                    after(e.to, c.password_spraying.window_secs),
                     o.at,
                     d,
                     out,
@@ -248,16 +287,10 @@ impl Detector {
             }
         }
         if let (Some(user), true) = (&o.user, c.account_attack.enabled) {
-            let w = self.failed_by_user.entry(user.clone()).or_default();
+            let w = self.state.failed_by_user.entry(user.clone()).or_default();
             w.insert(o.at, o.seq, o.ip.as_deref().unwrap_or(""));
             let a = &c.account_attack;
-            if let Some(e) = w.find(
-                o.at,
-                o.seq,
-                a.window_secs as i64 * SECOND,
-                a.failures,
-                a.ips,
-            ) {
+            if let Some(e) = w.find(o.at, o.seq, micros(a.window_secs), a.failures, a.ips) {
                 let d = detection(
                     Rule::AccountAttack,
                     Severity::Medium,
@@ -268,13 +301,7 @@ impl Detector {
                         e.events, e.distinct, a.window_secs
                     ),
                 );
-                self.fire(
-                    user,
-                    Timestamp(e.to.0 + a.window_secs as i64 * SECOND),
-                    o.at,
-                    d,
-                    out,
-                );
+                self.fire(user, after(e.to, a.window_secs), o.at, d, out);
             }
         }
     }
@@ -284,14 +311,16 @@ impl Detector {
         let Some(user) = o.user.as_ref().filter(|_| c.enabled) else {
             return;
         };
-        let w = self.denied_by_user.entry(user.clone()).or_default();
+        let w = self.state.denied_by_user.entry(user.clone()).or_default();
         w.insert(o.at, o.seq, "");
-        let Some(e) = w.find(o.at, o.seq, c.window_secs as i64 * SECOND, c.denials, 1) else {
+        let Some(e) = w.find(o.at, o.seq, micros(c.window_secs), c.denials, 0) else {
             return;
         };
-        let repeated = self.last_unauthorized.get(user).is_some_and(|last| {
-            e.from.0 - last.0 <= c.repeat_secs as i64 * SECOND && e.from > *last
-        });
+        let repeated = self
+            .state
+            .last_unauthorized
+            .get(user)
+            .is_some_and(|last| e.from > *last && e.from <= after(*last, c.repeat_secs));
         let severity = if repeated {
             Severity::High
         } else {
@@ -310,24 +339,18 @@ impl Detector {
             ),
         );
         let before = out.len();
-        self.fire(
-            user,
-            Timestamp(e.to.0 + c.window_secs as i64 * SECOND),
-            o.at,
-            d,
-            out,
-        );
+        self.fire(user, after(e.to, c.window_secs), o.at, d, out);
         if out.len() > before {
-            self.last_unauthorized.insert(user.clone(), e.to);
+            self.state.last_unauthorized.insert(user.clone(), e.to);
         }
     }
 
     fn session(&mut self, o: &Observation, out: &mut Vec<Detection>) {
         let c = self.config.session_hijack.clone();
         let Some(sid) = &o.session else { return };
-        let s = self.sessions.entry(sid.clone()).or_default();
+        let s = self.state.sessions.entry(sid.clone()).or_default();
         if s.last
-            .is_some_and(|last| o.at.0 - last.0 > c.max_session_secs as i64 * SECOND)
+            .is_some_and(|last| o.at > after(last, c.max_session_secs))
         {
             *s = Session::default();
         }
@@ -354,7 +377,7 @@ impl Detector {
         }
         let first_seq = s.first_seq;
         if o.action == "logout" {
-            self.sessions.remove(sid);
+            self.state.sessions.remove(sid);
         }
         if found.is_empty() || !c.enabled {
             return;
@@ -362,7 +385,9 @@ impl Detector {
         let mut subjects = vec![("session", sid.clone())];
         subjects.extend(o.user.iter().map(|u| ("user", u.clone())));
         subjects.extend(o.ip.iter().map(|ip| ("ip", ip.clone())));
-        let d = Detection {
+        // One detection per new IP or agent of the session: what was new is now remembered
+        // with it, so it is not new again until the session ends.
+        out.push(Detection {
             rule: Rule::SessionHijack,
             severity: Severity::Critical,
             subjects,
@@ -373,17 +398,11 @@ impl Detector {
             evidence: 2,
             summary: format!("one session used from {}", found.join(" and ")),
             block: None,
-        };
-        // One detection per new IP or agent: the key includes what was new.
-        let key = format!(
-            "{sid}/{}/{}",
-            o.ip.as_deref().unwrap_or(""),
-            o.user_agent.as_deref().unwrap_or("")
-        );
-        self.fire(&key, Timestamp(i64::MAX), o.at, d, out);
+        });
     }
 
-    fn bulk_export(&mut self, o: &Observation, out: &mut Vec<Detection>) {
+    /// `current`: the event is not too late for the distinct-patients window.
+    fn bulk_export(&mut self, o: &Observation, current: bool, out: &mut Vec<Detection>) {
         let c = self.config.bulk_export.clone();
         if !c.enabled {
             return;
@@ -405,21 +424,15 @@ impl Detector {
                 });
             }
         }
-        if !o.is_phi_read() {
+        if !current || !o.is_phi_read() {
             return;
         }
         let (Some(user), Some(patient)) = (&o.user, &o.patient) else {
             return;
         };
-        let w = self.reads_by_user.entry(user.clone()).or_default();
+        let w = self.state.reads_by_user.entry(user.clone()).or_default();
         w.insert(o.at, o.seq, patient);
-        if let Some(e) = w.find(
-            o.at,
-            o.seq,
-            c.window_secs as i64 * SECOND,
-            c.patients,
-            c.patients,
-        ) {
+        if let Some(e) = w.find(o.at, o.seq, micros(c.window_secs), c.patients, c.patients) {
             let d = detection(
                 Rule::BulkExport,
                 Severity::High,
@@ -430,13 +443,7 @@ impl Detector {
                     e.distinct, c.window_secs
                 ),
             );
-            self.fire(
-                user,
-                Timestamp(e.to.0 + c.window_secs as i64 * SECOND),
-                o.at,
-                d,
-                out,
-            );
+            self.fire(user, after(e.to, c.window_secs), o.at, d, out);
         }
     }
 
@@ -489,17 +496,13 @@ impl Detector {
             ),
             block: None,
         };
-        self.fire(
-            user,
-            Timestamp(o.at.0 + c.cooldown_secs as i64 * SECOND),
-            o.at,
-            d,
-            out,
-        );
+        self.fire(user, after(o.at, c.cooldown_secs), o.at, d, out);
     }
 
-    /// Forgets window evidence no rule can use any more: older than the longest window plus
-    /// the out-of-order tolerance, behind the newest event seen.
+    /// Forgets evidence no rule can use any more: older than the longest window plus the
+    /// out-of-order tolerance, behind the newest event seen (the horizon). Every event within
+    /// the tolerance sees exactly what it would have seen without eviction; events before the
+    /// horizon are from then on too late for the rules that keep state.
     fn evict(&mut self) {
         let c = &self.config;
         let longest = [
@@ -512,30 +515,40 @@ impl Detector {
         .into_iter()
         .max()
         .unwrap_or(0);
+        let s = &mut self.state;
         let horizon = Timestamp(
-            self.watermark
+            s.watermark
                 .0
-                .saturating_sub((longest + c.tolerance_secs) as i64 * SECOND),
+                .saturating_sub(micros(longest.saturating_add(c.tolerance_secs))),
         );
+        s.forgotten = s.forgotten.max(horizon);
+        let horizon = s.forgotten;
         for map in [
-            &mut self.failed_by_ip,
-            &mut self.failed_by_user,
-            &mut self.denied_by_user,
-            &mut self.reads_by_user,
+            &mut s.failed_by_ip,
+            &mut s.failed_by_user,
+            &mut s.denied_by_user,
+            &mut s.reads_by_user,
         ] {
             map.retain(|_, w| {
                 w.evict_before(horizon);
                 !w.is_empty()
             });
         }
-        let session_horizon = self
-            .watermark
+        // A session unused for its lifetime before any event that is not too late is over.
+        let session_horizon = horizon
             .0
-            .saturating_sub(c.session_hijack.max_session_secs as i64 * SECOND);
-        self.sessions
-            .retain(|_, s| s.last.is_some_and(|l| l.0 >= session_horizon));
-        let watermark = self.watermark;
-        self.quiet_until.retain(|_, until| *until >= watermark);
+            .saturating_sub(micros(c.session_hijack.max_session_secs));
+        s.sessions
+            .retain(|_, session| session.last.is_some_and(|l| l.0 >= session_horizon));
+        // Quiet periods over before any event that is not too late.
+        s.quiet_until.retain(|_, until| *until >= horizon);
+        // A detection no later one can be a repetition of.
+        let u = &c.unauthorized_access;
+        let repeat_horizon = horizon
+            .0
+            .saturating_sub(micros(u.repeat_secs.saturating_add(u.window_secs)));
+        s.last_unauthorized
+            .retain(|_, last| last.0 >= repeat_horizon);
     }
 }
 
@@ -560,5 +573,7 @@ fn detection(
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

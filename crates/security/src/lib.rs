@@ -13,5 +13,10 @@ pub mod observation;
 pub mod window;
 
 pub use config::{ConfigError, RulesConfig};
+pub use detector::{decode_state, encode_state, DetectorState, StateError};
 pub use detector::{Block, Detection, Detector, Rule, Severity};
 pub use observation::Observation;
+pub mod projection;
+pub mod read;
+
+pub use projection::SecurityProjection;

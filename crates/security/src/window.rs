@@ -5,13 +5,29 @@
 use std::collections::{HashMap, VecDeque};
 
 use ledger::{Seq, Timestamp};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Saved as the array `[at, seq, value]`: windows are most of a saved detector state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(Timestamp, Seq, String)", into = "(Timestamp, Seq, String)")]
 struct Item {
     at: Timestamp,
     seq: Seq,
-    /// What distinct-counting rules count (a user, a patient, an IP); empty when unused.
+    /// What distinct-counting rules count (a user, a patient, an IP); empty when unused or
+    /// unknown, and then not counted as a distinct value.
     value: String,
+}
+
+impl From<(Timestamp, Seq, String)> for Item {
+    fn from((at, seq, value): (Timestamp, Seq, String)) -> Item {
+        Item { at, seq, value }
+    }
+}
+
+impl From<Item> for (Timestamp, Seq, String) {
+    fn from(i: Item) -> Self {
+        (i.at, i.seq, i.value)
+    }
 }
 
 /// Evidence found by [`Window::find`].
@@ -25,7 +41,8 @@ pub struct Evidence {
     pub distinct: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Window {
     items: VecDeque<Item>,
 }
@@ -56,8 +73,8 @@ impl Window {
     }
 
     /// The first window `[start, start + len]` that contains the event `(at, seq)` and holds at
-    /// least `min_events` events and `min_distinct` distinct values. Two pointers over the
-    /// events within `len` of `at`: O(events in 2 * len).
+    /// least `min_events` events and `min_distinct` distinct non-empty values. Two pointers over
+    /// the events within `len` of `at`: O(events in 2 * len).
     pub fn find(
         &self,
         at: Timestamp,
@@ -66,15 +83,23 @@ impl Window {
         min_events: usize,
         min_distinct: usize,
     ) -> Option<Evidence> {
-        let lo = self.items.partition_point(|i| i.at.0 < at.0 - len_micros);
-        let hi = self.items.partition_point(|i| i.at.0 <= at.0 + len_micros);
+        let lo = self
+            .items
+            .partition_point(|i| i.at.0 < at.0.saturating_sub(len_micros));
+        let hi = self
+            .items
+            .partition_point(|i| i.at.0 <= at.0.saturating_add(len_micros));
         let span: Vec<&Item> = self.items.range(lo..hi).collect();
         let me = span.iter().position(|i| i.at == at && i.seq == seq)?;
         let mut counts: HashMap<&str, usize> = HashMap::new();
         let mut end = 0; // exclusive
         for start in 0..=me {
-            while end < span.len() && span[end].at.0 - span[start].at.0 <= len_micros {
-                *counts.entry(span[end].value.as_str()).or_default() += 1;
+            while end < span.len() && span[end].at.0.saturating_sub(span[start].at.0) <= len_micros
+            {
+                let v = span[end].value.as_str();
+                if !v.is_empty() {
+                    *counts.entry(v).or_default() += 1;
+                }
                 end += 1;
             }
             if end > me && end - start >= min_events && counts.len() >= min_distinct {
@@ -112,10 +137,10 @@ mod tests {
         for (i, t) in [0, 60, 120, 180].iter().enumerate() {
             w.insert(Timestamp(t * S), i as u64, "");
         }
-        assert_eq!(w.find(Timestamp(180 * S), 3, 300 * S, 5, 1), None, "4 < 5");
+        assert_eq!(w.find(Timestamp(180 * S), 3, 300 * S, 5, 0), None, "4 < 5");
         // The fifth arrives late (time 30 s) but within the window.
         w.insert(Timestamp(30 * S), 4, "");
-        let e = w.find(Timestamp(30 * S), 4, 300 * S, 5, 1).unwrap();
+        let e = w.find(Timestamp(30 * S), 4, 300 * S, 5, 0).unwrap();
         assert_eq!(
             (e.events, e.from, e.to),
             (5, Timestamp(0), Timestamp(180 * S))
@@ -130,11 +155,11 @@ mod tests {
             w.insert(Timestamp(i * 100 * S), i as u64, "");
         }
         assert_eq!(
-            w.find(Timestamp(400 * S), 4, 300 * S, 5, 1),
+            w.find(Timestamp(400 * S), 4, 300 * S, 5, 0),
             None,
             "5 events span 400 s"
         );
-        assert!(w.find(Timestamp(400 * S), 4, 400 * S, 5, 1).is_some());
+        assert!(w.find(Timestamp(400 * S), 4, 400 * S, 5, 0).is_some());
     }
 
     #[test]
@@ -154,5 +179,28 @@ mod tests {
         );
         w.evict_before(Timestamp(5 * S));
         assert_eq!(w.find(Timestamp(9 * S), 9, 60 * S, 6, 1), None, "evicted");
+    }
+
+    #[test]
+    fn empty_values_are_not_distinct() {
+        let mut w = Window::default();
+        for (i, v) in ["a", "", "b", ""].iter().enumerate() {
+            w.insert(Timestamp(i as i64 * S), i as u64, v);
+        }
+        assert_eq!(w.find(Timestamp(3 * S), 3, 60 * S, 4, 3), None);
+        let e = w.find(Timestamp(3 * S), 3, 60 * S, 4, 2).unwrap();
+        assert_eq!((e.events, e.distinct), (4, 2));
+        assert!(w.find(Timestamp(3 * S), 3, 60 * S, 4, 0).is_some());
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let mut w = Window::default();
+        w.insert(Timestamp(i64::MIN), 0, "a");
+        w.insert(Timestamp(i64::MAX), 1, "b");
+        assert!(w.find(Timestamp(i64::MIN), 0, i64::MAX, 2, 0).is_none());
+        assert!(w.find(Timestamp(i64::MAX), 1, 60 * S, 1, 1).is_some());
+        w.evict_before(Timestamp(i64::MAX));
+        assert!(!w.is_empty());
     }
 }

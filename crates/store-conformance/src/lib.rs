@@ -6,6 +6,8 @@
 //! - [`tamper`]: each kind of damage an attacker with database access can do, done through the
 //!   store's own [`Tamper`] (which bypasses the append-only protections as such an attacker
 //!   would), and the verifier must name it at the right `seq`.
+//! - [`projection`]: projections' saved positions (optimistic concurrency) and read-model rows
+//!   (upserts, deletes, range reads), committed together or not at all.
 //! - [`rollback`]: truncation and rewrites that keep the chain consistent, caught by a signed
 //!   checkpoint taken before the attack (and by the store's own Merkle nodes and checkpoints).
 
@@ -19,7 +21,9 @@ use ledger::{
 use serde_json::{json, Value};
 
 pub mod behaviour;
+pub mod projection;
 pub mod rollback;
+pub mod runner;
 pub mod tamper;
 
 /// Raw writes that bypass the store's append-only protections, as an attacker with superuser

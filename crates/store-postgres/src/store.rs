@@ -13,7 +13,13 @@
 //!   `REPEATABLE READ READ ONLY` transaction on a connection of its own, decoded as it streams
 //!   and handed over in chunks of [`SCAN_CHUNK`] through a channel of two chunks, so memory is
 //!   constant and the verifier hashes while the server sends.
+//! - **projections** (schema 2): a commit is one transaction: the saved position is moved by a
+//!   conditional `UPDATE ... WHERE seq = expected` (or an `INSERT ... ON CONFLICT DO NOTHING`
+//!   for a first commit), zero rows meaning another runner got there first; then the read-model
+//!   changes, reduced to the last change per row, as one `DELETE ... USING unnest(...)` and
+//!   `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` per [`PUT_CHUNK`] rows.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -25,11 +31,13 @@ use deadpool_postgres::{
 use futures::{SinkExt, StreamExt};
 use ledger::store::SCAN_CHUNK;
 use ledger::{
-    AppendBatch, Columns, Digest, Entry, EntryChunks, EntryKind, Head, MerkleNode, Seq, Store,
-    StoreError, StoredCheckpoint, StreamId, Timestamp,
+    AppendBatch, Clock, Columns, Digest, Entry, EntryChunks, EntryKind, Head, MerkleNode,
+    ReadModelRow, RowChange, RowQuery, SavedProjection, Seq, Store, StoreError, StoredCheckpoint,
+    StreamId, SystemClock, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::binary::{encode_entries, EntryDecoder, ENTRY_COLUMNS};
@@ -39,6 +47,9 @@ use crate::schema::{describe_config, SchemaName};
 
 /// SQLSTATE the chain trigger raises (`migrations/postgres/V1__entries.sql`).
 const CHAIN_REFUSED: &str = "ALC01";
+
+/// Most read-model rows written by one `INSERT ... unnest` statement of a projection commit.
+pub const PUT_CHUNK: usize = 4096;
 
 /// How a batch's entries reach the table. Both are one statement in one transaction.
 ///
@@ -133,6 +144,13 @@ struct Sql {
     entry_hashes: String,
     put_checkpoint: String,
     checkpoints: String,
+    projection: String,
+    insert_position: String,
+    update_position: String,
+    put_rows: String,
+    delete_rows: String,
+    reset_position: String,
+    reset_rows: String,
 }
 
 impl Sql {
@@ -165,6 +183,32 @@ impl Sql {
             entry_hashes: format!("SELECT entry_hash FROM {s}.entries WHERE stream = $1 AND seq >= $2 AND seq < $3 ORDER BY seq"),
             put_checkpoint: format!("INSERT INTO {s}.checkpoints (stream, size, note) VALUES ($1, $2, $3) ON CONFLICT (stream, size) DO NOTHING"),
             checkpoints: format!("SELECT size, note FROM {s}.checkpoints WHERE stream = $1 ORDER BY size"),
+            projection: format!("SELECT seq, entry_hash, state FROM {s}.projection_positions WHERE projection = $1 AND stream = $2"),
+            // DO NOTHING rather than a unique-violation error: no row written means another
+            // runner saved a position first (a concurrent insert is waited for).
+            insert_position: format!(
+                "INSERT INTO {s}.projection_positions (projection, stream, seq, entry_hash, state, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, stream) DO NOTHING"
+            ),
+            // Under READ COMMITTED a concurrent commit holds the row; once it commits, this
+            // re-checks `seq` on the new row and updates nothing.
+            update_position: format!(
+                "UPDATE {s}.projection_positions SET seq = $3, entry_hash = $4, state = $5, updated_at = $6
+                 WHERE projection = $1 AND stream = $2 AND seq = $7"
+            ),
+            put_rows: format!(
+                "INSERT INTO {s}.read_model_rows (projection, stream, tbl, key, ord, at, value)
+                 SELECT $1, $2, u.tbl, u.key, u.ord, u.at, u.value::jsonb
+                 FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[]) AS u(tbl, key, ord, at, value)
+                 ON CONFLICT (projection, stream, tbl, key, ord) DO UPDATE SET at = EXCLUDED.at, value = EXCLUDED.value"
+            ),
+            delete_rows: format!(
+                "DELETE FROM {s}.read_model_rows r
+                 USING unnest($3::text[], $4::text[], $5::int8[]) AS d(tbl, key, ord)
+                 WHERE r.projection = $1 AND r.stream = $2 AND r.tbl = d.tbl AND r.key = d.key AND r.ord = d.ord"
+            ),
+            reset_position: format!("DELETE FROM {s}.projection_positions WHERE projection = $1 AND stream = $2"),
+            reset_rows: format!("DELETE FROM {s}.read_model_rows WHERE projection = $1 AND stream = $2"),
         }
     }
 }
@@ -386,6 +430,118 @@ async fn insert_entries(
     .await
     .map_err(append_error)?;
     Ok(())
+}
+
+/// A range read of `read_model_rows` for `q`, with only the conditions `q` has (PostgreSQL
+/// refuses a parameter no condition uses), in `(at, key, ord)` order or its reverse. Each of the
+/// eight variants is one cached statement per connection.
+fn read_model_sql(schema: &SchemaName, q: &RowQuery) -> String {
+    let mut sql = format!(
+        "SELECT tbl, key, ord, at, value::text FROM {schema}.read_model_rows WHERE projection = $1 AND stream = $2 AND tbl = $3"
+    );
+    let mut n = 3;
+    for (present, condition) in [
+        (q.key.is_some(), "key ="),
+        (q.from.is_some(), "at >="),
+        (q.to.is_some(), "at <"),
+    ] {
+        if present {
+            n += 1;
+            sql.push_str(&format!(" AND {condition} ${n}"));
+        }
+    }
+    sql.push_str(if q.newest_first {
+        " ORDER BY at DESC, key DESC, ord DESC"
+    } else {
+        " ORDER BY at, key, ord"
+    });
+    sql.push_str(&format!(" LIMIT ${}", n + 1));
+    sql
+}
+
+/// Which row of a read model a change is about.
+fn change_key(c: &RowChange) -> (&str, &str, i64) {
+    match c {
+        RowChange::Put(r) => (&r.table, &r.key, r.ord),
+        RowChange::Delete { table, key, ord } => (table, key, *ord),
+    }
+}
+
+/// The changes that decide the outcome: each change touches only its own row, so applying
+/// `changes` in order leaves every row as its last change says. Keeping only those (in their
+/// order) lets the puts and the deletes each go in one statement, where a row may appear
+/// only once (`ON CONFLICT DO UPDATE` refuses to touch a row twice).
+fn last_change_per_row(changes: &[RowChange]) -> Vec<&RowChange> {
+    let mut last: HashMap<(&str, &str, i64), usize> = HashMap::with_capacity(changes.len());
+    for (i, c) in changes.iter().enumerate() {
+        last.insert(change_key(c), i);
+    }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    keep.into_iter().map(|i| &changes[i]).collect()
+}
+
+/// Applies `changes` to the read model of `(name, stream)` in the open transaction.
+async fn apply_changes(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &Sql,
+    name: &str,
+    stream: &str,
+    changes: &[RowChange],
+) -> Result<(), StoreError> {
+    let (puts, deletes): (Vec<&RowChange>, Vec<&RowChange>) = last_change_per_row(changes)
+        .into_iter()
+        .partition(|c| matches!(c, RowChange::Put(_)));
+    if !deletes.is_empty() {
+        let (tbl, key, ord) = split_keys(&deletes);
+        let stmt = tx.prepare_cached(&sql.delete_rows).await.map_err(backend)?;
+        tx.execute(&stmt, &[&name, &stream, &tbl, &key, &ord])
+            .await
+            .map_err(projection_error)?;
+    }
+    if !puts.is_empty() {
+        let stmt = tx.prepare_cached(&sql.put_rows).await.map_err(backend)?;
+        for chunk in puts.chunks(PUT_CHUNK) {
+            let rows: Vec<&ReadModelRow> = chunk
+                .iter()
+                .filter_map(|c| match c {
+                    RowChange::Put(r) => Some(r),
+                    RowChange::Delete { .. } => None,
+                })
+                .collect();
+            let tbl: Vec<&str> = rows.iter().map(|r| r.table.as_str()).collect();
+            let key: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+            let ord: Vec<i64> = rows.iter().map(|r| r.ord).collect();
+            let at: Vec<i64> = rows.iter().map(|r| r.at.micros()).collect();
+            let value: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
+            tx.execute(&stmt, &[&name, &stream, &tbl, &key, &ord, &at, &value])
+                .await
+                .map_err(projection_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `(table, key, ord)` columns of `changes`, as three arrays.
+fn split_keys<'a>(changes: &[&'a RowChange]) -> (Vec<&'a str>, Vec<&'a str>, Vec<i64>) {
+    let mut tbl = Vec::with_capacity(changes.len());
+    let mut key = Vec::with_capacity(changes.len());
+    let mut ord = Vec::with_capacity(changes.len());
+    for c in changes {
+        let (t, k, o) = change_key(c);
+        tbl.push(t);
+        key.push(k);
+        ord.push(o);
+    }
+    (tbl, key, ord)
+}
+
+/// A projection commit's failure: a unique violation means another runner saved first.
+fn projection_error(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(pg_message(&e)),
+        _ => backend(e),
+    }
 }
 
 #[async_trait]
@@ -676,6 +832,143 @@ impl Store for PostgresStore {
                     size: u64::try_from(size)
                         .map_err(|_| StoreError::Corrupt(format!("checkpoint size {size}")))?,
                     note: r.try_get(1).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn projection(
+        &self,
+        name: &str,
+        stream: &StreamId,
+    ) -> Result<Option<SavedProjection>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.projection)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_opt(&stmt, &[&name, &stream.as_str()])
+            .await
+            .map_err(backend)?;
+        row.map(|r| {
+            let seq: i64 = r.try_get(0).map_err(corrupt)?;
+            Ok(SavedProjection {
+                seq: u64::try_from(seq)
+                    .map_err(|_| StoreError::Corrupt(format!("negative seq {seq}")))?,
+                entry_hash: digest(&r, 1, "entry_hash")?,
+                state: r.try_get(2).map_err(corrupt)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn commit_projection(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        expected: Option<Seq>,
+        saved: &SavedProjection,
+        changes: &[RowChange],
+    ) -> Result<(), StoreError> {
+        let stream = stream.as_str();
+        let seq = seq_param(saved.seq);
+        let hash = &saved.entry_hash.0[..];
+        let state = &saved.state[..];
+        let updated_at = SystemClock.now().micros();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let moved = match expected {
+            None => {
+                let stmt = tx
+                    .prepare_cached(&self.sql.insert_position)
+                    .await
+                    .map_err(backend)?;
+                tx.execute(&stmt, &[&name, &stream, &seq, &hash, &state, &updated_at])
+                    .await
+            }
+            Some(at) => {
+                let stmt = tx
+                    .prepare_cached(&self.sql.update_position)
+                    .await
+                    .map_err(backend)?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &name,
+                        &stream,
+                        &seq,
+                        &hash,
+                        &state,
+                        &updated_at,
+                        &seq_param(at),
+                    ],
+                )
+                .await
+            }
+        }
+        .map_err(projection_error)?;
+        if moved != 1 {
+            // Dropping `tx` rolls back (nothing was written anyway).
+            return Err(StoreError::Conflict(match expected {
+                None => {
+                    format!("projection {name} of stream {stream} has a saved position already")
+                }
+                Some(at) => format!("projection {name} of stream {stream} is no longer at {at}"),
+            }));
+        }
+        apply_changes(&tx, &self.sql, name, stream, changes).await?;
+        // An error before this point drops `tx`, which rolls back: all or nothing.
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn reset_projection(&self, name: &str, stream: &StreamId) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        for sql in [&self.sql.reset_position, &self.sql.reset_rows] {
+            let stmt = tx.prepare_cached(sql).await.map_err(backend)?;
+            tx.execute(&stmt, &[&name, &stream.as_str()])
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn read_model_rows(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        query: &RowQuery,
+    ) -> Result<Vec<ReadModelRow>, StoreError> {
+        let stream = stream.as_str();
+        let from = query.from.map(Timestamp::micros);
+        let to = query.to.map(Timestamp::micros);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&name, &stream, &query.table];
+        if let Some(key) = &query.key {
+            params.push(key);
+        }
+        if let Some(from) = &from {
+            params.push(from);
+        }
+        if let Some(to) = &to {
+            params.push(to);
+        }
+        params.push(&limit);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&read_model_sql(&self.schema, query))
+            .await
+            .map_err(backend)?;
+        let rows = client.query(&stmt, &params).await.map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReadModelRow {
+                    table: r.try_get(0).map_err(corrupt)?,
+                    key: r.try_get(1).map_err(corrupt)?,
+                    ord: r.try_get(2).map_err(corrupt)?,
+                    at: Timestamp(r.try_get(3).map_err(corrupt)?),
+                    value: r.try_get(4).map_err(corrupt)?,
                 })
             })
             .collect()

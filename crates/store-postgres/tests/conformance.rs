@@ -155,6 +155,13 @@ async fn behaviour_with_the_insert_append_method() {
     store_conformance::behaviour::run_all(store).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections() {
+    let schema = TestSchema::migrated("projections").await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    store_conformance::projection::run_all(store).await;
+}
+
 /// A fresh migrated schema and an attacker on it; the schema is dropped with `schemas`.
 async fn attackable(
     label: &str,
@@ -179,6 +186,12 @@ async fn tampering_is_caught_and_named() {
 async fn rollbacks_are_caught_by_checkpoints() {
     let schemas = Arc::new(Mutex::new(Vec::new()));
     store_conformance::rollback::run_all(|| attackable("rollback", schemas.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_projection_is_exactly_once() {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::runner::run_all(|| attackable("runner", schemas.clone())).await;
 }
 
 /// Even the owner (a superuser) cannot change a row while the triggers are on.
@@ -380,4 +393,178 @@ async fn writer_and_auditor_roles() {
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+/// The writer runs projections (schema 2 grants it UPDATE and DELETE on the read-model tables,
+/// which are rebuildable), and still cannot change an entry; the auditor reads read models and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_runs_projections_but_cannot_change_entries() {
+    use ledger::{ReadModelRow, RowChange, RowQuery, StoreError};
+    use store_conformance::projection::{at, delete, saved};
+
+    let put = |key: &str, micros: i64, value: &str| {
+        RowChange::Put(ReadModelRow {
+            table: "t".into(),
+            key: key.into(),
+            ord: 0,
+            at: at(micros),
+            value: value.into(),
+        })
+    };
+
+    let schema = TestSchema::migrated("roles_projection").await;
+    let db = superuser().await;
+    let writer = format!("{}_w", schema.name);
+    let auditor = format!("{}_a", schema.name);
+    db.batch_execute(&format!(
+        "CREATE ROLE {writer} LOGIN PASSWORD 'pw' IN ROLE auditledger_writer;
+         CREATE ROLE {auditor} LOGIN PASSWORD 'pw' IN ROLE auditledger_auditor;"
+    ))
+    .await
+    .unwrap();
+    let (schema_name, writer2, auditor2) = (schema.name.clone(), writer.clone(), auditor.clone());
+    let result = async move {
+        let (writer, auditor) = (writer2, auditor2);
+        let s = &schema_name;
+        let stream = StreamId::default();
+        let store: Arc<dyn Store> = Arc::new(
+            PostgresStore::connect(&url_as(&writer, "pw"), s)
+                .await
+                .expect("the writer role connects"),
+        );
+        store_conformance::fill(store.clone(), &stream, 10, 5).await;
+
+        // Through the store: insert, upsert (UPDATE), delete, move the position, reset.
+        store
+            .commit_projection(
+                "p",
+                &stream,
+                None,
+                &saved(4),
+                &[put("a", 1, r#"{"n": 1}"#), put("b", 2, r#"{"n": 1}"#)],
+            )
+            .await
+            .expect("the writer commits a first position and rows");
+        store
+            .commit_projection(
+                "p",
+                &stream,
+                Some(4),
+                &saved(10),
+                &[put("a", 3, r#"{"n": 2}"#), delete("t", "b", 0)],
+            )
+            .await
+            .expect("the writer updates and deletes rows and moves the position");
+        let rows = store
+            .read_model_rows("p", &stream, &RowQuery::table("t", 10))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key, "a");
+        assert!(matches!(
+            store
+                .commit_projection("p", &stream, Some(4), &saved(11), &[] as &[RowChange])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        store.reset_projection("p", &stream).await.expect("reset");
+        assert_eq!(store.projection("p", &stream).await.unwrap(), None);
+        store
+            .commit_projection("p", &stream, None, &saved(10), &[put("c", 4, "{}")])
+            .await
+            .unwrap();
+
+        // Directly, as the writer: the read-model tables yes, entries no.
+        let w = login_as(&writer, "pw").await;
+        for sql in [
+            format!("UPDATE {s}.read_model_rows SET at = at + 1"),
+            format!("UPDATE {s}.projection_positions SET updated_at = 0"),
+            format!("DELETE FROM {s}.read_model_rows WHERE key = 'nothing'"),
+        ] {
+            w.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        for sql in [
+            format!("UPDATE {s}.entries SET action = 'x' WHERE seq = 1"),
+            format!("DELETE FROM {s}.entries WHERE seq = 3"),
+            format!("TRUNCATE {s}.entries"),
+            format!("DELETE FROM {s}.merkle_nodes"),
+            format!("UPDATE {s}.checkpoints SET note = 'x'"),
+            // TRUNCATE is not needed to reset (DELETE is) and not granted.
+            format!("TRUNCATE {s}.read_model_rows"),
+        ] {
+            let err = w.batch_execute(&sql).await.expect_err(&sql);
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{sql}: {err:?}"
+            );
+        }
+
+        // The auditor reads the read models and changes nothing.
+        let a = login_as(&auditor, "pw").await;
+        let n: i64 = a
+            .query_one(&format!("SELECT count(*) FROM {s}.read_model_rows"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+        a.query_one(
+            &format!("SELECT seq FROM {s}.projection_positions WHERE projection = 'p'"),
+            &[],
+        )
+        .await
+        .expect("the auditor reads positions");
+        for sql in [
+            format!(
+                "INSERT INTO {s}.read_model_rows VALUES ('p', 'default', 't', 'x', 0, 0, '{{}}')"
+            ),
+            format!("UPDATE {s}.read_model_rows SET at = 0"),
+            format!("DELETE FROM {s}.read_model_rows"),
+            format!("DELETE FROM {s}.projection_positions"),
+        ] {
+            let err = a.batch_execute(&sql).await.expect_err(&sql);
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{sql}: {err:?}"
+            );
+        }
+        let report = ledger::verify::verify_store(
+            store.as_ref(),
+            &stream,
+            &ledger::VerifyOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.entries, 11);
+    };
+    // Catch the panic so the cluster-wide roles are dropped either way.
+    let outcome = tokio::spawn(result).await;
+    db.batch_execute(&format!(
+        "DROP OWNED BY {writer}, {auditor}; DROP ROLE {writer}; DROP ROLE {auditor};"
+    ))
+    .await
+    .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A key=value connection string for `role` on the test database.
+fn url_as(role: &str, password: &str) -> String {
+    let url: tokio_postgres::Config = common::database_url().parse().unwrap();
+    let host = match &url.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    format!(
+        "host={host} port={} user={role} password={password} dbname={}",
+        url.get_ports().first().copied().unwrap_or(5432),
+        url.get_dbname().unwrap_or("test")
+    )
 }

@@ -149,3 +149,91 @@ async fn bad_schema_names_and_urls_are_refused_before_connecting() {
     assert!(matches!(err, PostgresError::InvalidUrl(_)), "{err}");
     assert!(!err.to_string().contains("secret"), "{err}");
 }
+
+/// A schema a version-1 build migrated and filled: this build refuses it until migrated, the
+/// migration applies version 2 only, and the ledger then verifies and runs projections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_upgraded() {
+    use std::sync::Arc;
+
+    use ledger::{Store, StreamId};
+
+    // A ledger to copy entries from (the store cannot write a version-1 schema).
+    let source = TestSchema::migrated("upgrade_source").await;
+    let stream = StreamId::default();
+    let store: Arc<dyn Store> = Arc::new(source.store().await);
+    store_conformance::fill(store.clone(), &stream, 100, 7).await;
+    drop(store);
+
+    // What a version-1 build leaves: its one migration, run by refinery as `migrate` runs it.
+    let schema = TestSchema::unmigrated("upgrade").await;
+    let mut db = superuser().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path TO {0}",
+        schema.name
+    ))
+    .await
+    .unwrap();
+    let v1 = refinery::Migration::unapplied(
+        "V1__entries",
+        include_str!("../../../migrations/postgres/V1__entries.sql"),
+    )
+    .unwrap();
+    refinery::Runner::new(&[v1])
+        .run_async(&mut db)
+        .await
+        .expect("the version-1 migration");
+    db.batch_execute(&format!(
+        "INSERT INTO {0}.entries SELECT * FROM {1}.entries ORDER BY stream, seq;
+         INSERT INTO {0}.merkle_nodes SELECT * FROM {1}.merkle_nodes;
+         RESET search_path",
+        schema.name, source.name
+    ))
+    .await
+    .unwrap();
+
+    let err = PostgresStore::connect(&schema.url, &schema.name)
+        .await
+        .err()
+        .expect("a version-1 schema is refused before migrating");
+    assert!(
+        matches!(err, PostgresError::SchemaTooOld { found: 1, .. }),
+        "{err}"
+    );
+    let report = migrate(&schema.url, &schema.name).await.unwrap();
+    assert_eq!(report.version, SCHEMA_VERSION);
+    assert_eq!(report.applied, [(2, "projections".to_owned())]);
+
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    let verified = ledger::verify::verify_store(
+        store.as_ref(),
+        &stream,
+        &ledger::VerifyOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.entries, 101);
+    store_conformance::projection::run_all(store.clone()).await;
+    // The new tables got their grants; entries kept theirs.
+    for (table, privilege, granted) in [
+        ("read_model_rows", "UPDATE", true),
+        ("projection_positions", "DELETE", true),
+        ("entries", "UPDATE", false),
+        ("entries", "INSERT", true),
+    ] {
+        let has: bool = db
+            .query_one(
+                "SELECT has_table_privilege('auditledger_writer', $1, $2)",
+                &[&format!("{}.{table}", schema.name), &privilege],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(has, granted, "writer {privilege} on {table}");
+    }
+    // Appending continues the old chain.
+    store_conformance::fill(store.clone(), &stream, 3, 3).await;
+    assert_eq!(store.head(&stream).await.unwrap().unwrap().seq, 103);
+}

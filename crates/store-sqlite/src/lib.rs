@@ -4,6 +4,8 @@
 //!   `append` returns, so a receipt is never given for an entry a crash could lose.
 //! - The schema (`migrations/sqlite/`) refuses UPDATE and DELETE on entries and refuses an
 //!   insert that does not continue the chain, so even a buggy or second writer cannot fork it.
+//! - Projections' positions and read-model rows (schema 2) are ordinary tables: derived data,
+//!   updated and deleted in place, each commit one transaction on the writer connection.
 //! - Writes go through one connection; reads use their own, and a scan opens a connection of
 //!   its own inside one read transaction (a consistent snapshot while appends go on).
 //!
@@ -16,8 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ledger::store::SCAN_CHUNK;
 use ledger::{
-    AppendBatch, Columns, Digest, Entry, EntryChunks, EntryKind, Head, MerkleNode, Seq, Store,
-    StoreError, StoredCheckpoint, StreamId, Timestamp,
+    AppendBatch, Clock, Columns, Digest, Entry, EntryChunks, EntryKind, Head, MerkleNode,
+    ReadModelRow, RowChange, RowQuery, SavedProjection, Seq, Store, StoreError, StoredCheckpoint,
+    StreamId, SystemClock, Timestamp,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
@@ -29,7 +32,7 @@ mod embedded {
 pub const DB_FILE: &str = "ledger.db";
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const COLUMNS: &str = "stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, idem";
 
@@ -136,6 +139,22 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+
+    /// Runs `f` on the writer connection on the blocking pool.
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| backend("writer connection poisoned"))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(backend)?
+    }
 }
 
 fn blob32(row: &Row, idx: usize, name: &str) -> rusqlite::Result<Digest> {
@@ -196,6 +215,116 @@ fn corrupt(e: rusqlite::Error) -> StoreError {
         }
         other => backend(other),
     }
+}
+
+/// A read of `read_model_rows` for `q`: the conditions `q` has, in `(at, key, ord)` order or
+/// its reverse. Always seven parameters (`?1` projection, `?2` stream, `?3` table, `?4` key,
+/// `?5` from, `?6` to, `?7` limit); a condition left out leaves its parameter unused, so one
+/// parameter list fits every variant, and each variant is one cached statement.
+fn read_model_sql(q: &RowQuery) -> String {
+    let mut sql = String::from(
+        "SELECT tbl, key, ord, at, value FROM read_model_rows WHERE projection = ?1 AND stream = ?2 AND tbl = ?3",
+    );
+    if q.key.is_some() {
+        sql.push_str(" AND key = ?4");
+    }
+    if q.from.is_some() {
+        sql.push_str(" AND at >= ?5");
+    }
+    if q.to.is_some() {
+        sql.push_str(" AND at < ?6");
+    }
+    sql.push_str(if q.newest_first {
+        " ORDER BY at DESC, key DESC, ord DESC LIMIT ?7"
+    } else {
+        " ORDER BY at, key, ord LIMIT ?7"
+    });
+    sql
+}
+
+/// Writes the saved position if it is still `expected`, then applies `changes` in order, all
+/// in `tx`. The caller commits; an error leaves `tx` to be dropped, which rolls it back.
+fn commit_projection_in(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    stream: &str,
+    expected: Option<Seq>,
+    saved: &SavedProjection,
+    changes: &[RowChange],
+    updated_at: i64,
+) -> Result<(), StoreError> {
+    let moved = match expected {
+        // DO NOTHING rather than a unique-violation error: no row written means another
+        // runner saved a position first.
+        None => tx
+            .prepare_cached(
+                "INSERT INTO projection_positions (projection, stream, seq, entry_hash, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (projection, stream) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    name,
+                    stream,
+                    saved.seq as i64,
+                    &saved.entry_hash.0[..],
+                    &saved.state[..],
+                    updated_at
+                ])
+            }),
+        Some(at) => tx
+            .prepare_cached(
+                "UPDATE projection_positions SET seq = ?3, entry_hash = ?4, state = ?5, updated_at = ?6
+                 WHERE projection = ?1 AND stream = ?2 AND seq = ?7",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    name,
+                    stream,
+                    saved.seq as i64,
+                    &saved.entry_hash.0[..],
+                    &saved.state[..],
+                    updated_at,
+                    at as i64
+                ])
+            }),
+    }
+    .map_err(backend)?;
+    if moved != 1 {
+        return Err(StoreError::Conflict(match expected {
+            None => format!("projection {name} of stream {stream} has a saved position already"),
+            Some(at) => format!("projection {name} of stream {stream} is no longer at {at}"),
+        }));
+    }
+    let mut put = tx
+        .prepare_cached(
+            "INSERT INTO read_model_rows (projection, stream, tbl, key, ord, at, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (projection, stream, tbl, key, ord) DO UPDATE SET at = excluded.at, value = excluded.value",
+        )
+        .map_err(backend)?;
+    let mut delete = tx
+        .prepare_cached(
+            "DELETE FROM read_model_rows WHERE projection = ?1 AND stream = ?2 AND tbl = ?3 AND key = ?4 AND ord = ?5",
+        )
+        .map_err(backend)?;
+    for change in changes {
+        match change {
+            RowChange::Put(r) => put.execute(params![
+                name,
+                stream,
+                r.table,
+                r.key,
+                r.ord,
+                r.at.micros(),
+                r.value
+            ]),
+            RowChange::Delete { table, key, ord } => {
+                delete.execute(params![name, stream, table, key, ord])
+            }
+        }
+        .map_err(backend)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -510,6 +639,121 @@ impl Store for SqliteStore {
                         note: r.get(1)?,
                     })
                 })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn projection(
+        &self,
+        name: &str,
+        stream: &StreamId,
+    ) -> Result<Option<SavedProjection>, StoreError> {
+        let name = name.to_owned();
+        let stream = stream.clone();
+        self.with_reader(move |c| {
+            c.prepare_cached(
+                "SELECT seq, entry_hash, state FROM projection_positions WHERE projection = ?1 AND stream = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![name, stream.as_str()], |r| {
+                    Ok(SavedProjection {
+                        seq: r.get::<_, i64>(0)? as Seq,
+                        entry_hash: blob32(r, 1, "entry_hash")?,
+                        state: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn commit_projection(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        expected: Option<Seq>,
+        saved: &SavedProjection,
+        changes: &[RowChange],
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let stream = stream.clone();
+        let saved = saved.clone();
+        let changes = changes.to_vec();
+        let updated_at = SystemClock.now().micros();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            commit_projection_in(
+                &tx,
+                &name,
+                stream.as_str(),
+                expected,
+                &saved,
+                &changes,
+                updated_at,
+            )?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn reset_projection(&self, name: &str, stream: &StreamId) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let stream = stream.clone();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            for sql in [
+                "DELETE FROM projection_positions WHERE projection = ?1 AND stream = ?2",
+                "DELETE FROM read_model_rows WHERE projection = ?1 AND stream = ?2",
+            ] {
+                tx.prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params![name, stream.as_str()]))
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn read_model_rows(
+        &self,
+        name: &str,
+        stream: &StreamId,
+        query: &RowQuery,
+    ) -> Result<Vec<ReadModelRow>, StoreError> {
+        let name = name.to_owned();
+        let stream = stream.clone();
+        let query = query.clone();
+        self.with_reader(move |c| {
+            let mut s = c.prepare_cached(&read_model_sql(&query)).map_err(backend)?;
+            let rows = s
+                .query_map(
+                    params![
+                        name,
+                        stream.as_str(),
+                        query.table,
+                        query.key,
+                        query.from.map(Timestamp::micros),
+                        query.to.map(Timestamp::micros),
+                        i64::try_from(query.limit).unwrap_or(i64::MAX),
+                    ],
+                    |r| {
+                        Ok(ReadModelRow {
+                            table: r.get(0)?,
+                            key: r.get(1)?,
+                            ord: r.get(2)?,
+                            at: Timestamp(r.get(3)?),
+                            value: r.get(4)?,
+                        })
+                    },
+                )
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
         })

@@ -107,6 +107,13 @@ async fn behaviour() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections() {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    store_conformance::projection::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_caught_and_named() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
     store_conformance::tamper::run_all(|| attackable(dirs.clone())).await;
@@ -116,6 +123,12 @@ async fn tampering_is_caught_and_named() {
 async fn rollbacks_are_caught_by_checkpoints() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
     store_conformance::rollback::run_all(|| attackable(dirs.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_security_projection_is_exactly_once() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::runner::run_all(|| attackable(dirs.clone())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,4 +181,104 @@ async fn reopening_keeps_the_ledger_and_refuses_a_newer_schema() {
         .expect("a newer schema is refused")
         .to_string();
     assert!(err.contains("99") || err.contains("migrat"), "{err}");
+}
+
+/// A ledger file a version-1 build created and filled: opening it applies version 2, and the
+/// ledger then verifies, appends and runs projections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_ledger_is_upgraded_on_open() {
+    // A ledger to copy entries from (the store cannot write a version-1 file).
+    let source = fresh_dir();
+    let stream = StreamId::default();
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(source.path()).unwrap());
+        store_conformance::fill(store, &stream, 100, 7).await;
+    }
+    // What a version-1 build leaves: its one migration, run by refinery as `open` runs it.
+    let dir = fresh_dir();
+    let path = dir.path().join(store_sqlite::DB_FILE);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let v1 = refinery::Migration::unapplied(
+            "V1__entries",
+            include_str!("../../../migrations/sqlite/V1__entries.sql"),
+        )
+        .unwrap();
+        refinery::Runner::new(&[v1]).run(&mut conn).unwrap();
+        conn.execute(
+            "ATTACH DATABASE ?1 AS source",
+            [source.path().join(store_sqlite::DB_FILE).to_str().unwrap()],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO entries SELECT * FROM source.entries ORDER BY stream, seq;
+             INSERT INTO merkle_nodes SELECT * FROM source.merkle_nodes;
+             DETACH DATABASE source;",
+        )
+        .unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('read_model_rows', 'projection_positions')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "a version-1 file");
+    }
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("upgraded"));
+    let versions: Vec<i32> = {
+        let conn = Connection::open(&path).unwrap();
+        let mut s = conn
+            .prepare("SELECT version FROM refinery_schema_history ORDER BY version")
+            .unwrap();
+        let v = s.query_map([], |r| r.get(0)).unwrap();
+        v.collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(versions, [1, store_sqlite::SCHEMA_VERSION]);
+    let report = ledger::verify::verify_store(
+        store.as_ref(),
+        &stream,
+        &ledger::VerifyOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries, 101);
+    store_conformance::projection::run_all(store.clone()).await;
+    store_conformance::fill(store.clone(), &stream, 3, 3).await;
+    assert_eq!(store.head(&stream).await.unwrap().unwrap().seq, 103);
+    // Opening again changes nothing.
+    drop(store);
+    SqliteStore::open(dir.path()).expect("reopens");
+}
+
+/// The read-model tables are derived data: ordinary UPDATE and DELETE work on them (the
+/// entries stay append-only, as `the_database_refuses_update_and_delete` shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_are_not_append_only() {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let stream = StreamId::default();
+    store
+        .commit_projection(
+            "p",
+            &stream,
+            None,
+            &store_conformance::projection::saved(1),
+            &[store_conformance::projection::delete("t", "k", 0)],
+        )
+        .await
+        .unwrap();
+    let conn = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    conn.execute_batch(
+        "INSERT INTO read_model_rows VALUES ('p', 'default', 't', 'k', 0, 0, '{}');
+         UPDATE read_model_rows SET at = 1;
+         UPDATE projection_positions SET updated_at = 0;
+         DELETE FROM read_model_rows;
+         DELETE FROM projection_positions;",
+    )
+    .unwrap();
+    assert_eq!(store.projection("p", &stream).await.unwrap(), None);
 }

@@ -1,0 +1,497 @@
+//! The projection runner: feeds a projection the verified stream from its own saved position,
+//! appends what the projection records in the ledger (its own entries, e.g. detections), and
+//! saves the new position, the projection's state and its read-model changes in one store
+//! transaction.
+//!
+//! Exactly-once follows from three rules:
+//! - the position, the state and the read-model changes are committed together, guarded by the
+//!   position they started from (a second runner of the same projection gets a conflict and
+//!   reloads, instead of applying the same entries twice);
+//! - a projection is a deterministic function of the entries it is fed, so entries re-fed after
+//!   a crash (between its own appends and the commit) produce the same effects;
+//! - its own entries carry an idempotency digest derived from what they record, so a re-fed
+//!   entry's detection returns the first receipt instead of appending a duplicate.
+//!
+//! Every entry is verified before it is applied: payload digest, entry hash, stored columns,
+//! `seq` continuity and the link to the entry before, starting from the saved position's hash.
+//! A projection never rests on an entry the chain does not vouch for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use crate::entry::{Entry, PreparedEntry, Receipt};
+use crate::hash::HashAlg;
+use crate::payload::{Payload, StoredEvent};
+use crate::readmodel::{ReadModelRow, RowChange, SavedProjection};
+use crate::store::{Store, StoreError};
+use crate::types::{Digest, Seq, StreamId, Timestamp};
+use crate::verify::{check_entry, Problem};
+use crate::writer::{AppendError, GroupCommitWriter};
+
+/// The domain of digests of the ledger's own entries, apart from clients' idempotency keys (a
+/// client can't choose a key that collides with, and so suppresses, a future detection).
+const OWN_ENTRY_CONTEXT: &str = "auditledger 2026-11 projection entry";
+
+/// The idempotency digest of an entry a projection appends: a digest of the projection's name
+/// and of `parts`, which must identify what the entry records (e.g. rule, subjects and the
+/// `seq` range of the evidence).
+pub fn own_entry_digest(projection: &str, parts: &[&[u8]]) -> Digest {
+    let mut h = blake3::Hasher::new_derive_key(OWN_ENTRY_CONTEXT);
+    for part in std::iter::once(projection.as_bytes()).chain(parts.iter().copied()) {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
+/// One verified entry as a projection sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedEntry<'a> {
+    pub seq: Seq,
+    pub entry_hash: Digest,
+    pub recorded_at: Timestamp,
+    /// `None` for the genesis entry and for an entry whose payload was purged.
+    pub event: Option<&'a StoredEvent>,
+}
+
+/// An entry a projection asks to append, with the read-model row that records it. The runner
+/// adds `ledger_seq` and `ledger_entry_hash` (the receipt) to the row's JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnEntry {
+    /// Must carry an idempotency digest from [`own_entry_digest`].
+    pub event: StoredEvent,
+    pub row: Option<ReadModelRow>,
+}
+
+/// What applying entries produced, in order.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub changes: Vec<RowChange>,
+    pub own: Vec<OwnEntry>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.own.is_empty()
+    }
+}
+
+/// A read model derived from the stream.
+pub trait Projection: Send {
+    /// Its name in the store (`security`, `phi-access`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Replaces the in-memory state with one saved by [`snapshot`](Self::snapshot).
+    fn restore(&mut self, state: &[u8]) -> Result<(), String>;
+
+    /// The in-memory state to save with the position (deterministic for a given stream).
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Applies one verified entry. Entries come in `seq` order, each exactly once per state.
+    fn apply(&mut self, entry: &VerifiedEntry<'_>, effects: &mut Effects);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The stream failed verification: the projection stops before the damaged entry.
+    #[error("entry {seq} failed verification ({}): {detail}", problem.as_str())]
+    Damaged {
+        seq: Seq,
+        problem: Problem,
+        detail: String,
+    },
+    /// The saved state can't be read by this version.
+    #[error("the saved state of projection {name} is unreadable: {detail} (rebuild it)")]
+    BadState { name: String, detail: String },
+    /// Another runner of the same projection committed first; reopen to continue from there.
+    #[error("another runner of projection {0} moved its position; reopen to continue")]
+    Moved(String),
+    #[error("cannot append the projection's own entries: {0}")]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Counters for progress, lag and benchmarks.
+#[derive(Debug, Default)]
+pub struct RunnerStats {
+    /// Entries applied since the runner opened.
+    pub applied: AtomicU64,
+    /// The `seq` of the last committed entry, +1 (0 before any).
+    pub position: AtomicU64,
+    /// The head's `seq` + 1 when last looked at.
+    pub head: AtomicU64,
+    pub commits: AtomicU64,
+    pub own_entries: AtomicU64,
+}
+
+impl RunnerStats {
+    /// Entries behind the head, as of the last look.
+    pub fn lag(&self) -> u64 {
+        self.head
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.position.load(Ordering::Relaxed))
+    }
+}
+
+/// Runs one projection over one stream.
+pub struct Runner<P: Projection> {
+    store: Arc<dyn Store>,
+    writer: GroupCommitWriter,
+    stream: StreamId,
+    projection: P,
+    /// The last applied entry (`None`: nothing applied, the next entry is the genesis entry).
+    position: Option<(Seq, Digest)>,
+    /// The position in the store: what the next commit must start from.
+    saved: Option<Seq>,
+    alg: HashAlg,
+    stats: Arc<RunnerStats>,
+    commit_every: usize,
+}
+
+/// How many verified entries are applied between commits during catch-up.
+pub const COMMIT_EVERY: usize = 16_384;
+
+impl<P: Projection> Runner<P> {
+    /// Loads the projection's saved position and state. `writer` must write to `stream` of
+    /// `store`.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        writer: GroupCommitWriter,
+        mut projection: P,
+    ) -> Result<Runner<P>, ProjectionError> {
+        let stream = writer.stream().clone();
+        let saved = store.projection(projection.name(), &stream).await?;
+        let position = match &saved {
+            Some(s) => {
+                projection
+                    .restore(&s.state)
+                    .map_err(|detail| ProjectionError::BadState {
+                        name: projection.name().to_owned(),
+                        detail,
+                    })?;
+                Some((s.seq, s.entry_hash))
+            }
+            None => None,
+        };
+        let stats = Arc::new(RunnerStats::default());
+        stats
+            .position
+            .store(position.map_or(0, |(s, _)| s + 1), Ordering::Relaxed);
+        Ok(Runner {
+            alg: writer.hash_alg(),
+            store,
+            writer,
+            stream,
+            projection,
+            saved: position.map(|(s, _)| s),
+            position,
+            stats,
+            commit_every: COMMIT_EVERY,
+        })
+    }
+
+    /// Forgets the saved position and read model, then opens from the first entry.
+    pub async fn rebuild(
+        store: Arc<dyn Store>,
+        writer: GroupCommitWriter,
+        projection: P,
+    ) -> Result<Runner<P>, ProjectionError> {
+        store
+            .reset_projection(projection.name(), writer.stream())
+            .await?;
+        Runner::open(store, writer, projection).await
+    }
+
+    /// Commits after this many entries during catch-up instead of [`COMMIT_EVERY`] (tests use
+    /// small values to restart often).
+    pub fn set_commit_every(&mut self, entries: usize) {
+        self.commit_every = entries.max(1);
+    }
+
+    pub fn stats(&self) -> Arc<RunnerStats> {
+        self.stats.clone()
+    }
+
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// The next `seq` to apply.
+    pub fn next_seq(&self) -> Seq {
+        self.position.map_or(0, |(s, _)| s + 1)
+    }
+
+    /// Applies every entry up to the head as of now, committing every [`COMMIT_EVERY`] entries
+    /// and at the end; calls `progress(position, head)` after each commit. Returns the number of
+    /// entries applied.
+    pub async fn catch_up(
+        &mut self,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<u64, ProjectionError> {
+        let head = match self.store.head(&self.stream).await? {
+            Some(h) => h.seq + 1,
+            None => 0,
+        };
+        self.stats.head.store(head, Ordering::Relaxed);
+        if self.next_seq() >= head {
+            return Ok(0);
+        }
+        let mut chunks = self.store.scan(&self.stream, self.next_seq());
+        let mut applied = 0u64;
+        let mut effects = Effects::default();
+        let mut pending = 0usize;
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk?;
+            let checked = self.check(&chunk);
+            let good = match &checked {
+                Ok(()) => chunk.len(),
+                Err((at, _)) => *at,
+            };
+            for part in chunk[..good].chunks(self.commit_every) {
+                self.apply_chunk(part, &mut effects);
+                applied += part.len() as u64;
+                pending += part.len();
+                if pending >= self.commit_every {
+                    self.commit(&mut effects).await?;
+                    pending = 0;
+                    progress(self.next_seq(), head.max(self.next_seq()));
+                }
+            }
+            if let Err((at, (problem, detail))) = checked {
+                // Keep what verified, then stop before the damage.
+                self.commit(&mut effects).await?;
+                return Err(ProjectionError::Damaged {
+                    seq: chunk[at].seq,
+                    problem,
+                    detail,
+                });
+            }
+        }
+        if pending > 0 || !effects.is_empty() {
+            self.commit(&mut effects).await?;
+        }
+        progress(self.next_seq(), head.max(self.next_seq()));
+        Ok(applied)
+    }
+
+    /// Follows the head until `stop` turns true: catches up, then looks again every `poll`.
+    /// Errors end the loop (the caller decides whether to reopen and retry).
+    pub async fn follow(
+        &mut self,
+        poll: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let applied = self.catch_up(|_, _| {}).await?;
+            if applied == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Checks a chunk: each entry on its own (in parallel), then `seq` continuity and links
+    /// from the position. On failure, the index of the first bad entry and what is wrong.
+    fn check(&self, chunk: &[Entry]) -> Result<(), (usize, (Problem, String))> {
+        let stream = &self.stream;
+        let alg = self.alg;
+        let findings: Vec<Option<(Problem, String)>> = chunk
+            .par_iter()
+            .map(|e| match &e.payload {
+                Some(_) => check_entry(e, stream, alg).err(),
+                // A purged payload: its digest stays in the hash, which must still match.
+                None => (alg.entry_hash(
+                    stream,
+                    e.seq,
+                    e.recorded_at,
+                    &e.prev_hash,
+                    &e.payload_digest,
+                ) != e.entry_hash)
+                    .then(|| {
+                        (
+                            Problem::HashMismatch,
+                            format!("entry {}'s hash does not match its fields", e.seq),
+                        )
+                    }),
+            })
+            .collect();
+        let mut prev = self.position;
+        for (i, (e, finding)) in chunk.iter().zip(findings).enumerate() {
+            let expected_seq = prev.map_or(0, |(s, _)| s + 1);
+            if e.seq != expected_seq {
+                return Err((
+                    i,
+                    (
+                        Problem::Gap,
+                        format!("expected entry {expected_seq}, found entry {}", e.seq),
+                    ),
+                ));
+            }
+            if let Some(f) = finding {
+                return Err((i, f));
+            }
+            if let Some((_, hash)) = prev {
+                if e.prev_hash != hash {
+                    return Err((
+                        i,
+                        (
+                            Problem::LinkBroken,
+                            format!("entry {} does not link to entry {}", e.seq, e.seq - 1),
+                        ),
+                    ));
+                }
+            }
+            prev = Some((e.seq, e.entry_hash));
+        }
+        Ok(())
+    }
+
+    fn apply_chunk(&mut self, chunk: &[Entry], effects: &mut Effects) {
+        // Decoding is the costly part: do it on every core, then apply in order.
+        let decoded: Vec<Option<StoredEvent>> = chunk
+            .par_iter()
+            .map(|e| match e.decode_payload() {
+                Some(Ok(Payload::Event(ev))) => Some(ev),
+                _ => None,
+            })
+            .collect();
+        for (e, event) in chunk.iter().zip(&decoded) {
+            self.projection.apply(
+                &VerifiedEntry {
+                    seq: e.seq,
+                    entry_hash: e.entry_hash,
+                    recorded_at: e.recorded_at,
+                    event: event.as_ref(),
+                },
+                effects,
+            );
+            self.position = Some((e.seq, e.entry_hash));
+        }
+    }
+
+    /// Appends the own entries, then commits the changes, state and position together.
+    async fn commit(&mut self, effects: &mut Effects) -> Result<(), ProjectionError> {
+        let Some((seq, entry_hash)) = self.position else {
+            return Ok(());
+        };
+        let mut own = std::mem::take(&mut effects.own);
+        // The same record twice is one entry (an idempotency digest appears once per request).
+        let mut seen = std::collections::HashSet::new();
+        own.retain(|o| o.event.idem.is_none_or(|d| seen.insert(d)));
+        let mut changes = std::mem::take(&mut effects.changes);
+        if !own.is_empty() {
+            let receipts = self.append_own(&own).await?;
+            self.stats
+                .own_entries
+                .fetch_add(own.len() as u64, Ordering::Relaxed);
+            for (entry, receipt) in own.into_iter().zip(receipts) {
+                if let Some(row) = entry.row {
+                    changes.push(RowChange::Put(with_receipt(row, &receipt)));
+                }
+            }
+        }
+        let saved = SavedProjection {
+            seq,
+            entry_hash,
+            state: self.projection.snapshot(),
+        };
+        match self
+            .store
+            .commit_projection(
+                self.projection.name(),
+                &self.stream,
+                self.saved,
+                &saved,
+                &changes,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(ProjectionError::Moved(self.projection.name().to_owned()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.saved = Some(seq);
+        let applied = (seq + 1).saturating_sub(self.stats.position.load(Ordering::Relaxed));
+        self.stats.applied.fetch_add(applied, Ordering::Relaxed);
+        self.stats.position.store(seq + 1, Ordering::Relaxed);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One request for all, in order (so the ledger's order of own entries is the order they
+    /// were produced in): entries recorded before return their first receipts. If one was
+    /// recorded before with other wording (a changed configuration), the request is refused
+    /// whole; then each entry goes on its own, and that one keeps its first receipt.
+    async fn append_own(&self, own: &[OwnEntry]) -> Result<Vec<Receipt>, ProjectionError> {
+        let prepared: Vec<PreparedEntry> = own
+            .iter()
+            .map(|o| PreparedEntry::new(&Payload::Event(o.event.clone()), self.alg))
+            .collect();
+        match self.writer.append(prepared.clone()).await {
+            Err(AppendError::IdempotencyMismatch) => {}
+            other => return Ok(other?),
+        }
+        let mut receipts = Vec::with_capacity(own.len());
+        for (o, p) in own.iter().zip(prepared) {
+            match self.writer.append(vec![p]).await {
+                Ok(mut r) => receipts.push(r.remove(0)),
+                Err(AppendError::IdempotencyMismatch) => {
+                    let idem = o.event.idem.ok_or(AppendError::IdempotencyMismatch)?;
+                    let found = self.store.find_idempotent(&self.stream, &[idem]).await?;
+                    let first = found
+                        .first()
+                        .ok_or(AppendError::IdempotencyMismatch)?
+                        .receipt();
+                    receipts.push(first);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(receipts)
+    }
+}
+
+/// Adds the receipt of the entry a row records to the row's JSON object.
+fn with_receipt(mut row: ReadModelRow, receipt: &Receipt) -> ReadModelRow {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&row.value).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("ledger_seq".into(), receipt.seq.into());
+        obj.insert(
+            "ledger_entry_hash".into(),
+            receipt.entry_hash.to_hex().into(),
+        );
+    }
+    row.value = value.to_string();
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_entry_digests_are_apart_from_each_other() {
+        let a = own_entry_digest("security", &[b"brute_force", b"ip", b"1-5"]);
+        assert_eq!(
+            a,
+            own_entry_digest("security", &[b"brute_force", b"ip", b"1-5"])
+        );
+        assert_ne!(a, own_entry_digest("security", &[b"brute_force", b"ip1-5"]));
+        assert_ne!(
+            a,
+            own_entry_digest("retention", &[b"brute_force", b"ip", b"1-5"])
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! The projection runner with the security projection, on a real store: detections are
+//! recorded once in the ledger and once in the read model however often the runner is stopped,
+//! fails or is rebuilt; a lifted block is recorded and leaves the block list; damage stops the
+//! projection before the damaged entry.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ledger::payload::Payload;
+use ledger::projection::{ProjectionError, Runner};
+use ledger::{
+    AppendBatch, Digest, Entry, EntryChunks, GroupCommitWriter, Head, Ingest, MerkleNode, Problem,
+    ReadModelRow, RowChange, RowQuery, SavedProjection, Seq, Store, StoreError, StoredCheckpoint,
+    StreamId, SystemClock, WriterConfig,
+};
+use security::projection::{BLOCKS, EVENTS, LIFTS, NAME, SECURITY_EVENT};
+use security::{RulesConfig, SecurityProjection};
+use serde_json::{json, Value};
+
+use crate::{test_pseudonymizer, Tamper};
+
+/// A quiet Monday in New York working hours, in UTC.
+const DAY: &str = "2026-11-23T15";
+
+fn at(minute: usize, second: usize) -> String {
+    format!("{DAY}:{:02}:{:02}.000Z", minute % 60, second % 60)
+}
+
+/// Ordinary traffic around five attacks: a brute-force burst from one IP (blocked), a hijacked
+/// session, a bulk export, a role change and refused PHI requests.
+pub fn security_stream() -> Vec<Value> {
+    let mut events = Vec::new();
+    for i in 0..120 {
+        events.push(json!({"occurred_at": at(i / 4, i * 7), "action": "read", "outcome": "success",
+            "actor": {"user_id": format!("u-{}", i % 5), "role": "nurse", "ip": format!("10.0.0.{}", i % 5),
+                      "session_id": format!("s-{}", i % 5), "user_agent": "Mozilla/5.0"},
+            "resource": {"type": "Patient", "id": format!("p-{}", i % 9)},
+            "patient_id": format!("p-{}", i % 9), "phi": true, "source": "ehr-web"}));
+        match i {
+            30..=35 => events.push(json!({"occurred_at": at(8, i), "action": "login", "outcome": "failure",
+                "actor": {"user_id": format!("u-{}", 50 + i), "ip": "203.0.113.9"}, "source": "ehr-web"})),
+            60 => events.push(json!({"occurred_at": at(16, 0), "action": "read", "outcome": "success",
+                "actor": {"user_id": "u-1", "role": "nurse", "ip": "198.51.100.7", "session_id": "s-1", "user_agent": "Mozilla/5.0"},
+                "resource": {"type": "Patient", "id": "p-1"}, "patient_id": "p-1", "phi": true, "source": "ehr-web"})),
+            70 => events.push(json!({"occurred_at": at(18, 0), "action": "export", "outcome": "success",
+                "actor": {"user_id": "u-2", "role": "analyst"}, "resource": {"type": "Report"},
+                "source": "ehr-web", "detail": "exported 5000 records"})),
+            80 => events.push(json!({"occurred_at": at(20, 0), "action": "role_change", "outcome": "success",
+                "actor": {"user_id": "u-0", "role": "admin"}, "source": "ehr-admin"})),
+            90..=92 => events.push(json!({"occurred_at": at(23, i), "action": "read", "outcome": "denied",
+                "actor": {"user_id": "u-3", "role": "clerk"}, "resource": {"type": "Patient", "id": "p-4"},
+                "patient_id": "p-4", "phi": true, "source": "ehr-web"})),
+            _ => {}
+        }
+    }
+    events
+}
+
+/// The raw IP the stream's brute force comes from.
+pub const ATTACKER_IP: &str = "203.0.113.9";
+
+async fn append(store: &Arc<dyn Store>, s: &StreamId, events: &[Value]) {
+    let (w, task) = GroupCommitWriter::start(
+        store.clone(),
+        s.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ingest = Ingest::new(test_pseudonymizer());
+    for chunk in events.chunks(25) {
+        let prepared = ingest.prepare_batch(chunk, None, 0).unwrap();
+        w.append(prepared).await.unwrap();
+    }
+    drop(w);
+    task.await.unwrap();
+}
+
+/// Catches up, reopening after each failure (as `serve` does), until at the head; returns the
+/// failures seen.
+async fn project(store: &Arc<dyn Store>, s: &StreamId, commit_every: usize) -> usize {
+    let (w, task) = GroupCommitWriter::start(
+        store.clone(),
+        s.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut failures = 0;
+    loop {
+        let mut runner = match Runner::open(
+            store.clone(),
+            w.clone(),
+            SecurityProjection::new(RulesConfig::default()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                failures += 1;
+                continue;
+            }
+        };
+        runner.set_commit_every(commit_every);
+        match runner.catch_up(|_, _| {}).await {
+            // Its own entries land after the snapshot it read: go once more to pass them.
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(ProjectionError::Store(_)) => failures += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        assert!(failures < 1000, "no progress");
+    }
+    drop(w);
+    task.await.unwrap();
+    failures
+}
+
+async fn rows(store: &dyn Store, s: &StreamId, table: &str) -> Vec<(String, i64, Value)> {
+    let mut rows: Vec<(String, i64, Value)> = store
+        .read_model_rows(NAME, s, &RowQuery::table(table, 100_000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.ord, serde_json::from_str(&r.value).unwrap()))
+        .collect();
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    rows
+}
+
+/// The `seq`s of the ledger's `security_event` entries.
+async fn recorded(store: &dyn Store, s: &StreamId) -> Vec<Seq> {
+    let mut out = Vec::new();
+    let mut chunks = store.scan(s, 0);
+    while let Some(chunk) = chunks.recv().await {
+        for e in chunk.unwrap() {
+            if let Some(Ok(Payload::Event(ev))) = e.decode_payload() {
+                if ev.action == SECURITY_EVENT {
+                    out.push(e.seq);
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn head(store: &dyn Store, s: &StreamId) -> Seq {
+    store.head(s).await.unwrap().unwrap().seq
+}
+
+/// Runs every case. `fresh` makes an empty store and its tamperer.
+pub async fn run_all<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = (Arc<dyn Store>, Arc<dyn Tamper>)>,
+{
+    let s = StreamId::default();
+    let stream = security_stream();
+    let half = stream.len() / 2;
+
+    // Reference: the traffic in two parts, the projection run after each, no failures.
+    let (reference, _) = fresh().await;
+    append(&reference, &s, &stream[..half]).await;
+    project(&reference, &s, 10_000).await;
+    append(&reference, &s, &stream[half..]).await;
+    project(&reference, &s, 10_000).await;
+    let events = rows(reference.as_ref(), &s, EVENTS).await;
+    let blocks = rows(reference.as_ref(), &s, BLOCKS).await;
+    let rules: Vec<&str> = events
+        .iter()
+        .map(|(_, _, v)| v["rule"].as_str().unwrap())
+        .collect();
+    for rule in [
+        "brute_force",
+        "session_hijack",
+        "bulk_export",
+        "configuration_change",
+        "unauthorized_access",
+    ] {
+        assert!(rules.contains(&rule), "{rule} detected: {rules:?}");
+    }
+    assert_eq!(blocks.len(), 1, "the brute-force IP is blocked: {blocks:?}");
+    let attacker = test_pseudonymizer().pseudonymize(ATTACKER_IP).to_string();
+    assert_eq!(blocks[0].0, attacker);
+    let ledger_seqs = recorded(reference.as_ref(), &s).await;
+    assert_eq!(ledger_seqs.len(), events.len(), "one entry per detection");
+    let mut row_seqs: Vec<Seq> = events
+        .iter()
+        .map(|(_, _, v)| v["ledger_seq"].as_u64().unwrap())
+        .collect();
+    row_seqs.sort();
+    assert_eq!(row_seqs, ledger_seqs, "each row names its entry");
+
+    // Rebuilding from zero gives the same read model and appends nothing.
+    let before = head(reference.as_ref(), &s).await;
+    let (w, task) = GroupCommitWriter::start(
+        reference.clone(),
+        s.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut runner = Runner::rebuild(
+        reference.clone(),
+        w,
+        SecurityProjection::new(RulesConfig::default()),
+    )
+    .await
+    .unwrap();
+    runner.catch_up(|_, _| {}).await.unwrap();
+    drop(runner);
+    task.await.unwrap();
+    assert_eq!(head(reference.as_ref(), &s).await, before, "no duplicates");
+    assert_eq!(rows(reference.as_ref(), &s, EVENTS).await, events);
+    assert_eq!(rows(reference.as_ref(), &s, BLOCKS).await, blocks);
+
+    // The same traffic with commits every 3 entries and one commit in three failing (before
+    // or after it reached the database), each failure followed by a reopen.
+    let (real, _) = fresh().await;
+    let flaky: Arc<dyn Store> = Arc::new(FlakyCommits {
+        inner: real.clone(),
+        calls: AtomicUsize::new(0),
+    });
+    append(&real, &s, &stream[..half]).await;
+    let failed = project(&flaky, &s, 3).await;
+    append(&real, &s, &stream[half..]).await;
+    let failed = failed + project(&flaky, &s, 3).await;
+    assert!(failed > 10, "failures were injected: {failed}");
+    // Entry hashes differ between the two ledgers (their recorded_at do); all else is equal.
+    let without_hashes = |rows: Vec<(String, i64, Value)>| {
+        rows.into_iter()
+            .map(|(k, o, mut v)| {
+                v.as_object_mut().unwrap().remove("ledger_entry_hash");
+                (k, o, v)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        without_hashes(rows(real.as_ref(), &s, EVENTS).await),
+        without_hashes(events.clone())
+    );
+    assert_eq!(rows(real.as_ref(), &s, BLOCKS).await, blocks);
+    assert_eq!(recorded(real.as_ref(), &s).await, ledger_seqs);
+    assert_eq!(head(real.as_ref(), &s).await, before);
+
+    // Lifting the block: recorded in the ledger, gone from the block list, kept as a lift.
+    let lift = json!({"occurred_at": at(59, 0), "action": "block_lifted", "outcome": "success",
+        "actor": {"user_id": "admin-1", "role": "admin"}, "resource": {"type": "BlockedIp", "id": ATTACKER_IP},
+        "source": "auditledger", "detail": "customer's NAT gateway, verified by phone"});
+    append(&real, &s, &[lift]).await;
+    project(&real, &s, 10_000).await;
+    assert!(rows(real.as_ref(), &s, BLOCKS).await.is_empty());
+    let lifts = rows(real.as_ref(), &s, LIFTS).await;
+    assert_eq!(lifts.len(), 1);
+    assert_eq!(lifts[0].0, attacker);
+    assert_eq!(
+        lifts[0].2["reason"],
+        "customer's NAT gateway, verified by phone"
+    );
+
+    // Damage: the projection applies what verifies and stops before the damaged entry.
+    let (store, tamper) = fresh().await;
+    append(&store, &s, &stream).await;
+    let target = 77;
+    let mut e = store.get(&s, target).await.unwrap().unwrap();
+    e.payload.as_mut().unwrap()[25] ^= 0x01;
+    tamper.overwrite(&s, target, &e).await;
+    let (w, task) = GroupCommitWriter::start(
+        store.clone(),
+        s.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut runner = Runner::open(
+        store.clone(),
+        w,
+        SecurityProjection::new(RulesConfig::default()),
+    )
+    .await
+    .unwrap();
+    match runner.catch_up(|_, _| {}).await {
+        Err(ProjectionError::Damaged { seq, problem, .. }) => {
+            assert_eq!((seq, problem), (target, Problem::PayloadModified))
+        }
+        other => panic!("damage must stop the projection: {other:?}"),
+    }
+    drop(runner);
+    task.await.unwrap();
+    let saved = store.projection(NAME, &s).await.unwrap().unwrap();
+    assert_eq!(
+        saved.seq,
+        target - 1,
+        "applied up to the damage, not past it"
+    );
+}
+
+/// A store whose every third `commit_projection` fails: alternately before it reaches the
+/// database and after it committed (the runner can't tell the two apart).
+struct FlakyCommits {
+    inner: Arc<dyn Store>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for FlakyCommits {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn head(&self, s: &StreamId) -> Result<Option<Head>, StoreError> {
+        self.inner.head(s).await
+    }
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
+        self.inner.append(batch).await
+    }
+    async fn find_idempotent(
+        &self,
+        s: &StreamId,
+        idem: &[Digest],
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.inner.find_idempotent(s, idem).await
+    }
+    async fn get(&self, s: &StreamId, seq: Seq) -> Result<Option<Entry>, StoreError> {
+        self.inner.get(s, seq).await
+    }
+    async fn read(&self, s: &StreamId, from: Seq, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.inner.read(s, from, limit).await
+    }
+    fn scan(&self, s: &StreamId, from: Seq) -> EntryChunks {
+        self.inner.scan(s, from)
+    }
+    async fn streams(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.inner.streams().await
+    }
+    async fn merkle_nodes(
+        &self,
+        s: &StreamId,
+        wanted: &[(u8, u64)],
+    ) -> Result<Vec<MerkleNode>, StoreError> {
+        self.inner.merkle_nodes(s, wanted).await
+    }
+    async fn merkle_level(
+        &self,
+        s: &StreamId,
+        level: u8,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<MerkleNode>, StoreError> {
+        self.inner.merkle_level(s, level, from, limit).await
+    }
+    async fn entry_hashes(
+        &self,
+        s: &StreamId,
+        from: Seq,
+        to: Seq,
+    ) -> Result<Vec<Digest>, StoreError> {
+        self.inner.entry_hashes(s, from, to).await
+    }
+    async fn put_checkpoint(&self, s: &StreamId, c: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.inner.put_checkpoint(s, c).await
+    }
+    async fn checkpoints(&self, s: &StreamId) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.inner.checkpoints(s).await
+    }
+    async fn projection(
+        &self,
+        name: &str,
+        s: &StreamId,
+    ) -> Result<Option<SavedProjection>, StoreError> {
+        self.inner.projection(name, s).await
+    }
+    async fn commit_projection(
+        &self,
+        name: &str,
+        s: &StreamId,
+        expected: Option<Seq>,
+        saved: &SavedProjection,
+        changes: &[RowChange],
+    ) -> Result<(), StoreError> {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        let injected = || StoreError::Backend("injected failure".into());
+        match n % 6 {
+            2 => Err(injected()),
+            5 => {
+                self.inner
+                    .commit_projection(name, s, expected, saved, changes)
+                    .await?;
+                Err(injected())
+            }
+            _ => {
+                self.inner
+                    .commit_projection(name, s, expected, saved, changes)
+                    .await
+            }
+        }
+    }
+    async fn reset_projection(&self, name: &str, s: &StreamId) -> Result<(), StoreError> {
+        self.inner.reset_projection(name, s).await
+    }
+    async fn read_model_rows(
+        &self,
+        name: &str,
+        s: &StreamId,
+        q: &RowQuery,
+    ) -> Result<Vec<ReadModelRow>, StoreError> {
+        self.inner.read_model_rows(name, s, q).await
+    }
+}

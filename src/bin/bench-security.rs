@@ -1,0 +1,303 @@
+//! Benchmark of the security projection: prints figures, asserts nothing.
+//!
+//! 1. Rule evaluation: the detector over a synthetic stream of `--events` (default 10 million)
+//!    clinic events (the `demo` mix: logins, failed logins and a brute-force burst, PHI reads,
+//!    updates, exports, refusals, a role change), in events/s; beside it, the whole projection
+//!    step per entry (CBOR decode + rules + detections) on the first day.
+//! 2. Lag: 64 closed-loop appenders (as in the PostgreSQL benchmark) append for `--seconds`
+//!    while the projection follows the head through the same writer, as in `serve`; the lag
+//!    (entries between the projection and the head) is sampled every 50 ms, then the time the
+//!    projection needs to drain once the load stops. On PostgreSQL (DATABASE_URL, a fresh
+//!    schema) and on the embedded store.
+//!
+//! Run with `scripts/bench-security` (release build).
+
+/// The product's allocator (see src/main.rs), so figures compare like with like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use auditledger::bench::{machine, synthetic_rows, SyntheticRows};
+use clap::Parser;
+use ledger::payload::{Payload, StoredEvent};
+use ledger::projection::{Effects, Projection, Runner, VerifiedEntry};
+use ledger::{Digest, GroupCommitWriter, Store, StreamId, SystemClock, Timestamp, WriterConfig};
+use security::{Detector, Observation, RulesConfig, SecurityProjection};
+use store_postgres::{PostgresStore, SchemaName};
+
+#[derive(Parser)]
+#[command(about = "Benchmark the security projection: rule evaluation and lag behind appends.")]
+struct Args {
+    /// PostgreSQL for the lag scenario (a fresh schema is created and dropped).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    database_url: String,
+    /// Events the rules evaluate.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: usize,
+    /// Events of one synthetic day; the stream is made of such days, one after another.
+    #[arg(long, default_value_t = 250_000)]
+    day: usize,
+    /// Seconds the append load of the lag scenario runs.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Concurrent appenders in the lag scenario.
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
+    /// Skip the lag scenario on PostgreSQL.
+    #[arg(long)]
+    no_postgres: bool,
+}
+
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
+/// Distinct synthetic days; the stream repeats them, each shifted to its own date.
+const SEEDS: u64 = 4;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!("auditledger security projection benchmark — {}", machine());
+    rules(&args)?;
+    lag_embedded(&args).await?;
+    if !args.no_postgres {
+        lag_postgres(&args).await?;
+    }
+    Ok(())
+}
+
+/// The synthetic days as the projection sees them: pseudonymized, encoded, decoded.
+/// One synthetic day: the payloads as stored, and decoded.
+type Day = (Vec<Vec<u8>>, Vec<StoredEvent>);
+
+fn days(args: &Args) -> anyhow::Result<Vec<Day>> {
+    let stream = StreamId::new("bench")?;
+    (0..SEEDS)
+        .map(|seed| {
+            let SyntheticRows { prepared, .. } = synthetic_rows_seeded(args.day, &stream, seed)?;
+            let payloads: Vec<Vec<u8>> = prepared.into_iter().map(|p| p.payload).collect();
+            let events = payloads
+                .iter()
+                .map(|b| match Payload::decode(b) {
+                    Ok(Payload::Event(e)) => Ok(e),
+                    _ => Err(anyhow::anyhow!("a synthetic payload is not an event")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok((payloads, events))
+        })
+        .collect()
+}
+
+fn synthetic_rows_seeded(n: usize, stream: &StreamId, seed: u64) -> anyhow::Result<SyntheticRows> {
+    // `synthetic_rows` uses seed 1; other days come from other seeds of the same generator.
+    if seed == 0 {
+        return synthetic_rows(n, stream);
+    }
+    let ingest = ledger::Ingest::new(ledger::Pseudonymizer::new(
+        ledger::PseudonymKey::from_bytes([7; 32]),
+    ));
+    let (events, _) = auditledger::synthetic::clinic_day(seed + 1, n);
+    let prepared = ingest
+        .prepare_batch(&events, None, 0)
+        .map_err(|e| anyhow::anyhow!("{}", e[0]))?;
+    Ok(SyntheticRows {
+        prepared,
+        rows: Vec::new(),
+        prepare_rate: 0.0,
+        mean_payload: 0.0,
+    })
+}
+
+fn rules(args: &Args) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let days = days(args)?;
+    println!(
+        "{} synthetic days of {} events prepared in {:.1} s",
+        days.len(),
+        args.day,
+        t.elapsed().as_secs_f64()
+    );
+
+    // The rules alone, over `events` events: day k is day (k mod SEEDS), k days later.
+    let mut detector = Detector::new(RulesConfig::default());
+    let mut detections = std::collections::BTreeMap::<&str, u64>::new();
+    let started = Instant::now();
+    let mut seq = 0u64;
+    'outer: for k in 0.. {
+        let (_, events) = &days[k % days.len()];
+        let shift = k as i64 * DAY_MICROS;
+        for e in events {
+            if seq as usize >= args.events {
+                break 'outer;
+            }
+            seq += 1;
+            let Some(mut o) = Observation::from_event(seq, e) else {
+                continue;
+            };
+            o.at = Timestamp(o.at.0 + shift);
+            for d in detector.observe(&o) {
+                *detections.entry(d.rule.name()).or_default() += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "rule evaluation: {seq} events in {elapsed:.2} s = {:.0} events/s (one core); detections: {detections:?}",
+        seq as f64 / elapsed
+    );
+    let state = security::detector::encode_state(&detector.snapshot());
+    println!(
+        "  detector state after the stream: {} bytes (saved with every projection commit)",
+        state.len()
+    );
+
+    // The projection step per entry on the first day: decode the CBOR payload, apply.
+    let (payloads, _) = &days[0];
+    let mut projection = SecurityProjection::new(RulesConfig::default());
+    let mut effects = Effects::default();
+    let started = Instant::now();
+    for (i, bytes) in payloads.iter().enumerate() {
+        let event = match Payload::decode(bytes) {
+            Ok(Payload::Event(e)) => Some(e),
+            _ => None,
+        };
+        projection.apply(
+            &VerifiedEntry {
+                seq: i as u64 + 1,
+                entry_hash: Digest::ZERO,
+                recorded_at: Timestamp(0),
+                event: event.as_ref(),
+            },
+            &mut effects,
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "projection step (CBOR decode + rules + effects), one day: {} entries in {elapsed:.2} s = {:.0} entries/s (one core; the runner decodes on every core); {} detections",
+        payloads.len(),
+        payloads.len() as f64 / elapsed,
+        effects.own.len()
+    );
+    Ok(())
+}
+
+async fn lag_embedded(args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(store_sqlite::SqliteStore::open(dir.path())?);
+    lag(args, store, "embedded SQLite").await
+}
+
+async fn lag_postgres(args: &Args) -> anyhow::Result<()> {
+    let url = &args.database_url;
+    let schema = SchemaName::new(&format!("bench_security_{}", std::process::id()))?;
+    store_postgres::migrate(url, &schema)
+        .await
+        .with_context(|| format!("cannot prepare {}", store_postgres::describe_url(url)))?;
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(url, &schema).await?);
+    let outcome = lag(args, store, "PostgreSQL").await;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await?;
+    outcome
+}
+
+/// Appenders for `seconds` with the projection following through the same writer.
+async fn lag(args: &Args, store: Arc<dyn Store>, label: &str) -> anyhow::Result<()> {
+    let stream = StreamId::new("lag")?;
+    let SyntheticRows { prepared, .. } = synthetic_rows(200_000, &stream)?;
+    let prepared = Arc::new(prepared);
+    let (writer, writer_task) = GroupCommitWriter::start(
+        store.clone(),
+        stream.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await?;
+    let mut runner = Runner::open(
+        store.clone(),
+        writer.clone(),
+        SecurityProjection::new(RulesConfig::default()),
+    )
+    .await?;
+    let stats = runner.stats();
+    let stop_runner = Arc::new(AtomicBool::new(false));
+    let follower = {
+        let stop = stop_runner.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if runner.catch_up(|_, _| {}).await? == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Ok::<_, anyhow::Error>(runner)
+        })
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let mut appenders = Vec::new();
+    let step = args.appenders;
+    for a in 0..args.appenders {
+        let (w, prepared) = (writer.clone(), prepared.clone());
+        appenders.push(tokio::spawn(async move {
+            let mut i = a;
+            while Instant::now() < deadline {
+                w.append(vec![prepared[i % prepared.len()].clone()]).await?;
+                i += step;
+            }
+            Ok::<_, ledger::AppendError>(())
+        }));
+    }
+    // Sample the lag while the load runs.
+    let mut lags = Vec::new();
+    let position_at_start = stats.position.load(Ordering::Relaxed);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let head = store.head(&stream).await?.map_or(0, |h| h.seq + 1);
+        lags.push(head.saturating_sub(stats.position.load(Ordering::Relaxed)));
+    }
+    for a in appenders {
+        a.await??;
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let appended = writer.stats().entries.load(Ordering::Relaxed);
+    let applied_under_load = stats.position.load(Ordering::Relaxed) - position_at_start;
+    // Drain: how long until the projection has everything.
+    let head = store.head(&stream).await?.map_or(0, |h| h.seq + 1);
+    let drain = Instant::now();
+    while stats.position.load(Ordering::Relaxed) < head {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain_secs = drain.elapsed().as_secs_f64();
+    stop_runner.store(true, Ordering::Relaxed);
+    let runner = follower.await??;
+    let own = runner.stats().own_entries.load(Ordering::Relaxed);
+    drop(runner);
+    drop(writer);
+    writer_task.await?;
+    lags.sort_unstable();
+    let pct = |p: f64| lags[((lags.len() - 1) as f64 * p).round() as usize];
+    let rate = appended as f64 / load_secs;
+    println!(
+        "\nlag on {label}: {} appenders for {load_secs:.1} s appended {appended} entries ({rate:.0}/s); the projection applied {applied_under_load} meanwhile ({:.0}/s) and recorded {own} detections",
+        args.appenders,
+        applied_under_load as f64 / load_secs,
+    );
+    println!(
+        "  lag (entries behind the head, sampled every 50 ms): p50 {}, p99 {}, max {} (max = {:.0} ms of appends); drained {:.0} ms after the load stopped",
+        pct(0.5),
+        pct(0.99),
+        lags.last().copied().unwrap_or(0),
+        lags.last().copied().unwrap_or(0) as f64 / rate.max(1.0) * 1e3,
+        drain_secs * 1e3
+    );
+    Ok(())
+}

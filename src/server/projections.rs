@@ -1,0 +1,108 @@
+//! The projections inside `serve`: each follows the head of the server's stream with low lag,
+//! through the server's own writer (so its detections are group-committed with the traffic).
+//!
+//! A projection that fails is reopened from its saved position after a pause; one that meets a
+//! damaged entry stops there (it never applies what does not verify) and says so every minute
+//! in the log and in `auditledger_projection_damaged`, until an operator has looked.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger::projection::{Projection, ProjectionError, Runner};
+use ledger::{GroupCommitWriter, Store};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+
+/// Gauges of one projection, registered by [`super::metrics::Metrics`].
+#[derive(Clone, Default)]
+pub struct ProjectionGauges {
+    /// The next `seq` it will apply.
+    pub position: Gauge,
+    /// Entries between it and the head.
+    pub lag: Gauge,
+    /// 1 while stopped at a damaged entry.
+    pub damaged: Gauge,
+}
+
+/// Runs `make()`'s projection until `stop` turns true.
+pub async fn run<P: Projection>(
+    store: Arc<dyn Store>,
+    writer: GroupCommitWriter,
+    make: impl Fn() -> P + Send,
+    poll: Duration,
+    gauges: ProjectionGauges,
+    stop: watch::Receiver<bool>,
+) {
+    let pause = |d: Duration, stop: &watch::Receiver<bool>| {
+        let mut stop = stop.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    };
+    while !*stop.borrow() {
+        let projection = make();
+        let name = projection.name();
+        let mut runner = match Runner::open(store.clone(), writer.clone(), projection).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "cannot open the projection; retrying");
+                pause(Duration::from_secs(5), &stop).await;
+                continue;
+            }
+        };
+        tracing::info!(
+            projection = name,
+            from_seq = runner.next_seq(),
+            "projection started"
+        );
+        let stats = runner.stats();
+        let failure = loop {
+            if *stop.borrow() {
+                break None;
+            }
+            match runner.catch_up(|_, _| {}).await {
+                Ok(applied) => {
+                    gauges.damaged.set(0);
+                    gauges
+                        .position
+                        .set(stats.position.load(Ordering::Relaxed) as i64);
+                    gauges.lag.set(stats.lag() as i64);
+                    if applied == 0 {
+                        pause(poll, &stop).await;
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        drop(runner);
+        match failure {
+            None => return,
+            Some(ProjectionError::Damaged {
+                seq,
+                problem,
+                detail,
+            }) => {
+                gauges.damaged.set(1);
+                tracing::error!(projection = name, seq, problem = problem.as_str(), %detail,
+                    "projection stopped before a damaged entry; run `auditledger verify`");
+                pause(Duration::from_secs(60), &stop).await;
+            }
+            Some(ProjectionError::Moved(_)) => {
+                // Another server runs it too: reload its position and go on from there.
+                tracing::debug!(
+                    projection = name,
+                    "another runner moved the projection; reloading"
+                );
+                pause(poll, &stop).await;
+            }
+            Some(e) => {
+                tracing::warn!(projection = name, error = %e, "projection failed; reopening from its saved position");
+                pause(Duration::from_secs(1), &stop).await;
+            }
+        }
+    }
+}
