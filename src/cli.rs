@@ -176,13 +176,20 @@ the projection's state and its new position are saved in one transaction, so a p
 moment resumes without skipping or double-counting. `security` detects brute force, password spraying, \
 account attacks, refused PHI requests, hijacked sessions, bulk exports, configuration changes and \
 after-hours PHI access (docs/SECURITY.md); each detection is appended to the ledger as a `security_event` \
-entry. Stops at the first damaged entry with exit status 1."
+entry. `phi-access` keeps who accessed which patient's PHI and the per-day and per-user-day aggregates \
+the reports use (docs/PHI-ACCESS.md); it appends nothing. Stops at the first damaged entry with exit status 1."
     )]
     Project(crate::commands::project::ProjectArgs),
 
     /// Security events and the block list: `security events`, `security blocklist`,
     /// `security check --ip`, `security unblock --ip --reason` (recorded in the ledger).
     Security(crate::commands::security::SecurityArgs),
+
+    /// Reports for privacy officers and auditors: `report disclosures --patient ID` (the
+    /// accounting of disclosures, recorded in the ledger) and `report hipaa --from --to`
+    /// (the compliance report, json/csv/html). Exit status 1 when their evidence does not
+    /// verify.
+    Report(crate::commands::report::ReportArgs),
 }
 
 #[derive(Debug, Args)]

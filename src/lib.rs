@@ -1,6 +1,7 @@
 //! The `auditledger` binary: command line, configuration and wiring of the store, the writer
 //! and the commands. The ledger's rules live in `crates/ledger`; this crate only connects them.
 
+pub mod analytics;
 pub mod bench;
 pub mod cli;
 pub mod commands;
@@ -8,6 +9,7 @@ pub mod context;
 pub mod keys;
 pub mod logging;
 pub mod recorder;
+pub mod reports;
 pub mod rules;
 pub mod server;
 pub mod synthetic;

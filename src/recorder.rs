@@ -62,25 +62,37 @@ impl Recorder {
         &self.ingest
     }
 
-    /// Appends `event` (the operator is the OS account that ran the command, pseudonymized
-    /// like any user id) and returns its receipt once durable.
-    pub async fn record(&self, event: OperatorEvent<'_>) -> anyhow::Result<Receipt> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let mut actor = json!({"role": "admin"});
+    /// The operator: the OS account that ran the command (pseudonymized on append like any
+    /// user id), in `role`.
+    pub fn operator(role: &str) -> serde_json::Value {
+        let mut actor = json!({ "role": role });
         if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
             actor["user_id"] = json!(user);
         }
+        actor
+    }
+
+    /// Appends `event` (done by an admin operator) and returns its receipt once durable.
+    pub async fn record(&self, event: OperatorEvent<'_>) -> anyhow::Result<Receipt> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let body = json!({"occurred_at": now, "action": event.action, "outcome": "success",
-                          "actor": actor, "resource": event.resource,
+                          "actor": Recorder::operator("admin"), "resource": event.resource,
                           "source": "auditledger", "detail": event.detail});
+        self.record_body(&body).await
+    }
+
+    /// Appends one event of the event contract and returns its receipt once durable.
+    pub async fn record_body(&self, body: &serde_json::Value) -> anyhow::Result<Receipt> {
+        let action = body["action"].as_str().unwrap_or("operator").to_owned();
         let prepared = self
             .ingest
-            .prepare(&body, None)
-            .map_err(|e| anyhow::anyhow!("cannot record the {} event: {e}", event.action))?;
-        let mut receipts =
-            self.writer.append(vec![prepared]).await.with_context(|| {
-                format!("cannot record the {} event in the ledger", event.action)
-            })?;
+            .prepare(body, None)
+            .map_err(|e| anyhow::anyhow!("cannot record the {action} event: {e}"))?;
+        let mut receipts = self
+            .writer
+            .append(vec![prepared])
+            .await
+            .with_context(|| format!("cannot record the {action} event in the ledger"))?;
         let receipt = receipts.remove(0);
         eprintln!("recorded as ledger entry seq {}", receipt.seq);
         Ok(receipt)

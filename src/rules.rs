@@ -21,20 +21,31 @@ pub struct RulesArgs {
 
 impl RulesArgs {
     pub fn load(&self, data_dir: &Path) -> anyhow::Result<RulesConfig> {
-        let path = match &self.rules {
-            Some(p) => p.clone(),
-            None => {
-                let p = data_dir.join(RULES_FILE);
-                if !p.exists() {
-                    return Ok(RulesConfig::default());
-                }
-                p
-            }
-        };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the rules file {}", path.display()))?;
-        RulesConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))
+        load_config_file(
+            self.rules.as_deref(),
+            &data_dir.join(RULES_FILE),
+            "rules",
+            RulesConfig::from_toml,
+        )
     }
+}
+
+/// A TOML configuration: the file named on the command line (which must exist), else
+/// `default` when it exists, else `T::default()`. Errors name the file.
+pub fn load_config_file<T: Default, E: std::error::Error + Send + Sync + 'static>(
+    named: Option<&Path>,
+    default: &Path,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> anyhow::Result<T> {
+    let path: PathBuf = match named {
+        Some(p) => p.to_owned(),
+        None if default.exists() => default.to_owned(),
+        None => return Ok(T::default()),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
 /// `2026-11-22T10:00:00Z`, or a duration back from now: `90s`, `15m`, `24h`, `7d`.

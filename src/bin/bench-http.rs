@@ -293,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let inputs = ServeInputs {
         security_rules: Default::default(),
+        analytics: Default::default(),
         settings,
         store,
         stream: StreamId::default(),

@@ -10,6 +10,7 @@ pub mod key;
 pub mod migrate;
 pub mod project;
 pub mod prove;
+pub mod report;
 pub mod security;
 pub mod serve;
 pub mod show;
@@ -38,5 +39,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Token(args) => token::run(&ctx, args).await,
         Command::Project(args) => project::run(&ctx, args).await,
         Command::Security(args) => security::run(&ctx, args).await,
+        Command::Report(args) => report::run(&ctx, args).await,
     }
 }

@@ -10,9 +10,11 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use ledger::projection::{Projection, ProjectionError, Runner};
 use ledger::{GroupCommitWriter, Store, SystemClock, WriterConfig};
+use phi_access::projection::PhiAccessProjection;
 use security::SecurityProjection;
 use serde_json::json;
 
+use crate::analytics::AnalyticsArgs;
 use crate::commands::verify::progress_bar;
 use crate::context::Context;
 use crate::rules::RulesArgs;
@@ -22,6 +24,9 @@ use crate::{EXIT_DAMAGED, EXIT_OK};
 pub enum ProjectionName {
     /// Security-event detection and the block list (docs/SECURITY.md).
     Security,
+    /// PHI accesses by patient and user, and the aggregates the reports use
+    /// (docs/PHI-ACCESS.md).
+    PhiAccess,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +55,9 @@ pub struct ProjectArgs {
 
     #[command(flatten)]
     pub rules: RulesArgs,
+
+    #[command(flatten)]
+    pub analytics: AnalyticsArgs,
 }
 
 /// Opens the writer a runner appends its own entries with.
@@ -73,6 +81,10 @@ pub async fn run(ctx: &Context, args: ProjectArgs) -> anyhow::Result<u8> {
         ProjectionName::Security => {
             let config = args.rules.load(&ctx.global.data_dir)?;
             run_projection(ctx, store, SecurityProjection::new(config), &args).await
+        }
+        ProjectionName::PhiAccess => {
+            let config = args.analytics.load(&ctx.global.data_dir)?;
+            run_projection(ctx, store, PhiAccessProjection::new(config), &args).await
         }
     }
 }
@@ -133,7 +145,7 @@ async fn run_projection<P: Projection>(
                 println!("{summary}");
             } else {
                 println!(
-                    "projection {name}: applied {applied} entries ({:.0}/s); position seq {}; {} detections passed to the ledger (each recorded once)",
+                    "projection {name}: applied {applied} entries ({:.0}/s); position seq {}; {} entries of its own appended to the ledger (each recorded once)",
                     applied as f64 / elapsed.max(1e-9),
                     runner.next_seq().saturating_sub(1),
                     stats.own_entries.load(Ordering::Relaxed),

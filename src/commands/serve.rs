@@ -36,8 +36,13 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
         rules: settings.rules.clone(),
     }
     .load(&ctx.global.data_dir)?;
+    let analytics = crate::analytics::AnalyticsArgs {
+        analytics: settings.analytics.clone(),
+    }
+    .load(&ctx.global.data_dir)?;
     let inputs = ServeInputs {
         security_rules,
+        analytics,
         signer,
         settings,
         store,

@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// exists, else the built-in defaults]
     #[arg(long, env = "AUDITLEDGER_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
+
+    /// PHI-access analytics settings (TOML, docs/PHI-ACCESS.md). [default:
+    /// <data-dir>/phi-access.toml if it exists, else the built-in defaults]
+    #[arg(long, env = "AUDITLEDGER_ANALYTICS", value_name = "FILE")]
+    pub analytics: Option<PathBuf>,
 }
 
 /// The same settings as read from the TOML file. Unknown keys are an error: a misspelt
@@ -135,6 +140,7 @@ struct FileSettings {
     checkpoint_dir: Option<PathBuf>,
     projection_poll_ms: Option<u64>,
     rules: Option<PathBuf>,
+    analytics: Option<PathBuf>,
 }
 
 /// The resolved settings.
@@ -157,6 +163,7 @@ pub struct Settings {
     /// `None`: projections off.
     pub projection_poll: Option<Duration>,
     pub rules: Option<PathBuf>,
+    pub analytics: Option<PathBuf>,
 }
 
 impl Settings {
@@ -236,6 +243,7 @@ impl Settings {
                 ms => Some(Duration::from_millis(ms)),
             },
             rules: args.rules.clone().or(file.rules),
+            analytics: args.analytics.clone().or(file.analytics),
         };
         for (name, v) in [
             ("max_events_per_request", s.max_events_per_request),

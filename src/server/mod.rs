@@ -6,7 +6,9 @@
 //! - [`errors`]: the API's error type and its HTTP form.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`fhir`]: FHIR R4 AuditEvent → event contract.
-//! - [`projections`]: the projections (security detection, block list) following the head.
+//! - [`projections`]: the projections (security detection and block list, PHI access) following
+//!   the head.
+//! - [`reports`]: the compliance report and the accounting of disclosures, for auditors.
 //!
 //! The server is a thin adapter: events go through the same `Ingest` and `GroupCommitWriter` as
 //! the command line. It owns one writer for its stream; shutdown is the writer's own protocol:
@@ -20,6 +22,7 @@ pub mod errors;
 pub mod fhir;
 pub mod metrics;
 pub mod projections;
+pub mod reports;
 pub mod routes;
 pub mod security;
 
@@ -65,6 +68,8 @@ pub struct AppState {
     /// Signs checkpoints (periodic, and on demand for `GET /v1/checkpoint`); `None` when the
     /// data directory has no signing key.
     pub checkpointer: Option<Arc<Checkpointer>>,
+    /// The phi-access projection's settings (for the reports).
+    pub analytics: phi_access::AnalyticsConfig,
 }
 
 impl AppState {
@@ -112,7 +117,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/v1/proof/inclusion", get(routes::get_inclusion_proof))
             .route("/v1/proof/consistency", get(routes::get_consistency_proof))
             .route("/v1/blocklist", get(security::get_blocklist))
-            .route("/v1/security/events", get(security::get_security_events)),
+            .route("/v1/security/events", get(security::get_security_events))
+            .route("/v1/reports/hipaa", get(reports::get_hipaa))
+            .route("/v1/reports/disclosures", post(reports::post_disclosures)),
     );
     let consult = guarded(
         Permission::Consult,
@@ -185,6 +192,8 @@ pub struct ServeInputs {
     pub signer: Option<NoteSigner>,
     /// The security projection's rules.
     pub security_rules: ::security::RulesConfig,
+    /// What counts as PHI access, the site's calendar, the unusual-pattern thresholds.
+    pub analytics: phi_access::AnalyticsConfig,
 }
 
 /// Runs the server until SIGTERM/SIGINT (or `stop` resolves), then shuts down gracefully.
@@ -203,6 +212,7 @@ pub async fn serve(
         verify_options,
         signer,
         security_rules,
+        analytics,
     } = inputs;
     let auth = Arc::new(
         Authenticator::open(&data_dir).context("cannot open the token database (auth.db)")?,
@@ -248,17 +258,26 @@ pub async fn serve(
         .map(|cp| tokio::spawn(async move { cp.run(checkpoints_stopped).await }));
     let metrics = Metrics::new(writer.clone());
     let (stop_projections, projections_stopped) = tokio::sync::watch::channel(false);
-    let projections = settings.projection_poll.map(|poll| {
-        let gauges = metrics.projection(::security::projection::NAME);
-        tokio::spawn(projections::run(
+    let mut projections = Vec::new();
+    if let Some(poll) = settings.projection_poll {
+        projections.push(tokio::spawn(projections::run(
             store.clone(),
             writer.clone(),
             move || ::security::SecurityProjection::new(security_rules.clone()),
             poll,
-            gauges,
+            metrics.projection(::security::projection::NAME),
+            projections_stopped.clone(),
+        )));
+        let config = analytics.clone();
+        projections.push(tokio::spawn(projections::run(
+            store.clone(),
+            writer.clone(),
+            move || phi_access::projection::PhiAccessProjection::new(config.clone()),
+            poll,
+            metrics.projection(phi_access::projection::NAME),
             projections_stopped,
-        ))
-    });
+        )));
+    }
     let state = Arc::new(AppState {
         checkpointer: checkpointer.clone(),
         metrics,
@@ -272,6 +291,7 @@ pub async fn serve(
         auth: auth.clone(),
         data_dir,
         verify_options,
+        analytics,
         shutting_down: AtomicBool::new(false),
     });
 
@@ -338,7 +358,7 @@ pub async fn serve(
     // cut off mid-way is safe to abandon: its commit is all or nothing, and what it appended
     // is found again by digest when it resumes).
     let _ = stop_projections.send(true);
-    if let Some(mut task) = projections {
+    for mut task in projections {
         if tokio::time::timeout(Duration::from_secs(5), &mut task)
             .await
             .is_err()

@@ -19,6 +19,8 @@
 //! - [`store`]: the `Store` trait every backend implements.
 //! - [`writer`]: the single-writer group-commit append path.
 //! - [`verify`]: full verification, in parallel, in constant memory.
+//! - [`evidence`]: verifying only what a report rests on: a segment, entries anchored to a
+//!   signed checkpoint.
 //! - [`export`]: the CBOR-sequence export file and its reader.
 //! - [`clock`]: the ledger clock (replaceable in tests).
 
@@ -26,6 +28,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod entry;
 pub mod event;
+pub mod evidence;
 pub mod export;
 pub mod hash;
 pub mod ingest;

@@ -432,7 +432,9 @@ impl Verifier {
     }
 }
 
-fn check_genesis(e: &Entry, stream: &StreamId) -> Result<(), (Seq, Problem, String)> {
+/// The rules of entry 0: zero `prev_hash`, a genesis payload naming this stream, a known
+/// format version and hash algorithm.
+pub(crate) fn check_genesis(e: &Entry, stream: &StreamId) -> Result<(), (Seq, Problem, String)> {
     let bad = |why: String| Err((0, Problem::BadGenesis, why));
     if e.prev_hash != Digest::ZERO {
         return bad("the genesis entry's prev_hash is not 32 zero bytes".into());
@@ -453,6 +455,47 @@ fn check_genesis(e: &Entry, stream: &StreamId) -> Result<(), (Seq, Problem, Stri
         // A payload that fails to decode or digest is reported by the per-entry check.
         Some(Err(_)) | None => Ok(()),
         Some(Ok(_)) => bad("entry 0 is not a genesis entry".into()),
+    }
+}
+
+/// The hash algorithm the genesis entry fixes for its stream, read the same way by the writer
+/// (which chains with it) and by [`crate::evidence`] (which verifies a segment with it). `Err`
+/// says why entry 0 fixes none.
+pub fn genesis_alg(stream: &StreamId, genesis: &Entry) -> Result<HashAlg, String> {
+    match genesis.decode_payload() {
+        Some(Ok(Payload::Genesis(g))) => HashAlg::from_name(&g.hash)
+            .ok_or_else(|| format!("stream {stream} uses unknown hash algorithm {:?}", g.hash)),
+        _ => Err(format!("entry 0 of stream {stream} is not a genesis entry")),
+    }
+}
+
+/// [`check_entry`] for readers that accept purged payloads (the projection runner,
+/// [`crate::evidence`]): an entry whose payload was purged (`payload: None`) still has its
+/// digest in its hash, and that hash must still match its fields.
+pub(crate) fn check_stored_entry(
+    e: &Entry,
+    stream: &StreamId,
+    alg: HashAlg,
+) -> Result<(), Finding> {
+    match &e.payload {
+        Some(_) => check_entry(e, stream, alg),
+        None => {
+            let recomputed = alg.entry_hash(
+                stream,
+                e.seq,
+                e.recorded_at,
+                &e.prev_hash,
+                &e.payload_digest,
+            );
+            if recomputed == e.entry_hash {
+                Ok(())
+            } else {
+                Err((
+                    Problem::HashMismatch,
+                    format!("entry {}'s hash does not match its fields", e.seq),
+                ))
+            }
+        }
     }
 }
 

@@ -30,10 +30,10 @@ use crate::clock::Clock;
 use crate::entry::{Entry, PreparedEntry, Receipt};
 use crate::hash::HashAlg;
 use crate::merkle::Frontier;
-use crate::payload::Payload;
 use crate::store::{AppendBatch, Head, Store, StoreError};
 use crate::tree::load_frontier;
 use crate::types::{Digest, StreamId};
+use crate::verify::genesis_alg;
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -193,19 +193,7 @@ pub async fn open_stream(
             let genesis = store.get(stream, 0).await?.ok_or_else(|| {
                 StoreError::Corrupt(format!("stream {stream} has entries but no genesis entry"))
             })?;
-            let alg = match genesis.decode_payload() {
-                Some(Ok(Payload::Genesis(g))) => HashAlg::from_name(&g.hash).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "stream {stream} uses unknown hash algorithm {:?}",
-                        g.hash
-                    ))
-                })?,
-                _ => {
-                    return Err(StoreError::Corrupt(format!(
-                        "entry 0 of stream {stream} is not a genesis entry"
-                    )))
-                }
-            };
+            let alg = genesis_alg(stream, &genesis).map_err(StoreError::Corrupt)?;
             return Ok((head, alg));
         }
         let alg = HashAlg::default();

@@ -8,6 +8,7 @@
 //!   would), and the verifier must name it at the right `seq`.
 //! - [`projection`]: projections' saved positions (optimistic concurrency) and read-model rows
 //!   (upserts, deletes, range reads), committed together or not at all.
+//! - [`phi_access`]: the `phi-access` projection and its readers, against known answers.
 //! - [`rollback`]: truncation and rewrites that keep the chain consistent, caught by a signed
 //!   checkpoint taken before the attack (and by the store's own Merkle nodes and checkpoints).
 
@@ -21,6 +22,7 @@ use ledger::{
 use serde_json::{json, Value};
 
 pub mod behaviour;
+pub mod phi_access;
 pub mod projection;
 pub mod rollback;
 pub mod runner;

@@ -194,6 +194,12 @@ async fn the_security_projection_is_exactly_once() {
     store_conformance::runner::run_all(|| attackable("runner", schemas.clone())).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phi_access_projection_is_exact() {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::phi_access::run_all(|| attackable("phi_access", schemas.clone())).await;
+}
+
 /// Even the owner (a superuser) cannot change a row while the triggers are on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_update_delete_and_truncate() {

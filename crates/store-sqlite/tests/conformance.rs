@@ -132,6 +132,12 @@ async fn the_security_projection_is_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phi_access_projection_is_exact() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::phi_access::run_all(|| attackable(dirs.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_update_and_delete() {
     let dir = fresh_dir();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());

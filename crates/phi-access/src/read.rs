@@ -1,0 +1,288 @@
+//! Questions asked of the `phi-access` read model, through the `Store` trait (so on either
+//! store): one patient's accesses over years, one user's accesses, the per-day and per-user-day
+//! aggregates of a period (with late rows merged in), the system changes of a period.
+//!
+//! Every read is an index range read (see [`crate::projection`] for the layout), done in pages
+//! of [`PAGE`] rows so that no single query returns an unbounded result. A row whose value does
+//! not parse is [`StoreError::Corrupt`], naming the row: the read model is derived data, and
+//! the remedy is a rebuild.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::NaiveDate;
+use ledger::{ReadModelRow, RowQuery, Seq, Store, StoreError, StreamId, Timestamp};
+use serde::de::DeserializeOwned;
+
+use crate::model::{Access, Change, DayTotals, SiteCalendar, UserDay};
+use crate::projection::{
+    CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USERS, USER_DAYS, USER_DAYS_LATE,
+};
+
+/// Rows per query.
+pub const PAGE: usize = 10_000;
+
+/// The projection's saved position: the `seq` of the last entry it applied (`None` before its
+/// first commit). Rows reflect exactly the entries up to it.
+pub async fn position(store: &dyn Store, stream: &StreamId) -> Result<Option<Seq>, StoreError> {
+    Ok(store.projection(NAME, stream).await?.map(|s| s.seq))
+}
+
+/// Every PHI access to any of `patients` (pseudonyms: one patient may be known under a keyed
+/// and a legacy pseudonym) with `occurred_at` in `[from, to)`, each once, by
+/// `(occurred_at, seq)`.
+pub async fn accesses_of_patients(
+    store: &dyn Store,
+    stream: &StreamId,
+    patients: &[String],
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Vec<Access>, StoreError> {
+    let mut by_seq: BTreeMap<Seq, (Timestamp, Access)> = BTreeMap::new();
+    for patient in patients {
+        let range = Range {
+            table: PATIENTS,
+            key: Some(patient),
+            from,
+            to,
+        };
+        for row in rows(store, stream, &range, usize::MAX).await? {
+            let access: Access = parse(&row, "access")?;
+            by_seq.entry(access.seq).or_insert((row.at, access));
+        }
+    }
+    let mut out: Vec<(Timestamp, Access)> = by_seq.into_values().collect();
+    out.sort_by_key(|(at, a)| (*at, a.seq));
+    Ok(out.into_iter().map(|(_, a)| a).collect())
+}
+
+/// The first `limit` PHI accesses by `user` (a pseudonym) with `occurred_at` in `[from, to)`,
+/// by `(occurred_at, seq)`.
+pub async fn accesses_of_user(
+    store: &dyn Store,
+    stream: &StreamId,
+    user: &str,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    limit: usize,
+) -> Result<Vec<Access>, StoreError> {
+    let range = Range {
+        table: USERS,
+        key: Some(user),
+        from,
+        to,
+    };
+    // One key: the store's order (at, key, ord) is (occurred_at, seq).
+    rows(store, stream, &range, limit)
+        .await?
+        .iter()
+        .map(|row| parse(row, "access"))
+        .collect()
+}
+
+/// The totals of each site-local day in `[from, to)` that had events, ascending, with the
+/// late rows of each day merged in.
+pub async fn day_totals(
+    store: &dyn Store,
+    stream: &StreamId,
+    cal: &SiteCalendar,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DayTotals>, StoreError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    let (start, end) = (Some(cal.start_of(from)), Some(cal.start_of(to)));
+    // `YYYY-MM-DD` keys sort as the days do.
+    let mut days: BTreeMap<String, DayTotals> = BTreeMap::new();
+    // The day's own row first, then its late rows in `seq` order.
+    for table in [DAYS, DAYS_LATE] {
+        let range = Range {
+            table,
+            key: None,
+            from: start,
+            to: end,
+        };
+        let mut found = rows(store, stream, &range, usize::MAX).await?;
+        found.sort_by(|a, b| (&a.key, a.ord).cmp(&(&b.key, b.ord)));
+        for row in &found {
+            let totals: DayTotals = parse(row, "day totals")?;
+            days.entry(row.key.clone()).or_default().merge(&totals);
+        }
+    }
+    Ok(days.into_values().collect())
+}
+
+/// Each user's figures of each site-local day in `[from, to)`, with the late rows merged in,
+/// by `(day, user)`.
+pub async fn user_days(
+    store: &dyn Store,
+    stream: &StreamId,
+    cal: &SiteCalendar,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<UserDay>, StoreError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    let (start, end) = (Some(cal.start_of(from)), Some(cal.start_of(to)));
+    let mut merged: BTreeMap<(String, String), UserDay> = BTreeMap::new();
+    for table in [USER_DAYS, USER_DAYS_LATE] {
+        let range = Range {
+            table,
+            key: None,
+            from: start,
+            to: end,
+        };
+        let mut found = rows(store, stream, &range, usize::MAX).await?;
+        found.sort_by(|a, b| (a.at, &a.key, a.ord).cmp(&(b.at, &b.key, b.ord)));
+        for row in &found {
+            let day: UserDay = parse(row, "user-day")?;
+            if day.user != row.key {
+                return Err(corrupt(row, "user-day", "its user is not its key"));
+            }
+            merged
+                .entry((day.day.clone(), day.user.clone()))
+                .or_default()
+                .merge(&day);
+        }
+    }
+    Ok(merged.into_values().collect())
+}
+
+/// The system changes (configured change actions) with `occurred_at` in `[from, to)`, by
+/// `(occurred_at, seq)`.
+pub async fn changes(
+    store: &dyn Store,
+    stream: &StreamId,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Change>, StoreError> {
+    let range = Range {
+        table: CHANGES,
+        key: None,
+        from: Some(from),
+        to: Some(to),
+    };
+    let mut found = rows(store, stream, &range, usize::MAX).await?;
+    // The store orders by (at, key, ord); the key is the action.
+    found.sort_by_key(|r| (r.at, r.ord));
+    found.iter().map(|row| parse(row, "change")).collect()
+}
+
+/// A range of one table.
+struct Range<'a> {
+    table: &'a str,
+    key: Option<&'a str>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+}
+
+/// Where pages of rows come from: the store, or (in tests) rows in memory.
+trait RowSource {
+    async fn rows(&self, query: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError>;
+}
+
+struct StoreRows<'a> {
+    store: &'a dyn Store,
+    stream: &'a StreamId,
+}
+
+impl RowSource for StoreRows<'_> {
+    async fn rows(&self, query: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError> {
+        self.store.read_model_rows(NAME, self.stream, query).await
+    }
+}
+
+/// The first `max` rows of `range` in the store's `(at, key, ord)` order.
+async fn rows(
+    store: &dyn Store,
+    stream: &StreamId,
+    range: &Range<'_>,
+    max: usize,
+) -> Result<Vec<ReadModelRow>, StoreError> {
+    paged(&StoreRows { store, stream }, range, max, PAGE).await
+}
+
+/// The first `max` rows of `range`, read in pages of `page` rows. Each page after the first
+/// starts at the last `at` of the one before, skipping the rows of that instant already read
+/// (`(key, ord)` identifies a row); an instant with more rows than a page is read whole.
+async fn paged(
+    source: &impl RowSource,
+    range: &Range<'_>,
+    max: usize,
+    page: usize,
+) -> Result<Vec<ReadModelRow>, StoreError> {
+    let page = page.max(1);
+    let query = |from: Option<Timestamp>, to: Option<Timestamp>, limit: usize| RowQuery {
+        table: range.table.to_owned(),
+        key: range.key.map(str::to_owned),
+        from,
+        to,
+        limit,
+        newest_first: false,
+    };
+    let mut out: Vec<ReadModelRow> = Vec::new();
+    let mut from = range.from;
+    // The rows already read at `from` (the instant the next page starts at).
+    let mut seen: HashSet<(String, i64)> = HashSet::new();
+    while out.len() < max {
+        let rows = source.rows(&query(from, range.to, page)).await?;
+        let full = rows.len() >= page;
+        let (Some(first), Some(last)) = (rows.first().map(|r| r.at), rows.last().map(|r| r.at))
+        else {
+            break;
+        };
+        if full && first == last {
+            // One instant fills the page: read that instant whole, then go on after it.
+            let after = Timestamp(last.0.saturating_add(1));
+            let instant = source
+                .rows(&query(Some(last), Some(after), usize::MAX))
+                .await?;
+            out.extend(
+                instant
+                    .into_iter()
+                    .filter(|r| !seen.contains(&(r.key.clone(), r.ord))),
+            );
+            seen.clear();
+            if last.0 == i64::MAX {
+                break;
+            }
+            from = Some(after);
+            continue;
+        }
+        let boundary = from;
+        let mut next_seen = HashSet::new();
+        for row in rows {
+            if Some(row.at) == boundary && seen.contains(&(row.key.clone(), row.ord)) {
+                continue;
+            }
+            if full && row.at == last {
+                next_seen.insert((row.key.clone(), row.ord));
+            }
+            out.push(row);
+        }
+        if !full {
+            break;
+        }
+        // `last` is after the page's first instant, so the rows of `last` read so far are
+        // exactly those of this page.
+        seen = next_seen;
+        from = Some(last);
+    }
+    out.truncate(max);
+    Ok(out)
+}
+
+fn corrupt(row: &ReadModelRow, what: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{NAME} read model row {}/{}/{} is not a valid {what}: {why}",
+        row.table, row.key, row.ord
+    ))
+}
+
+fn parse<T: DeserializeOwned>(row: &ReadModelRow, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(&row.value).map_err(|e| corrupt(row, what, e))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,340 @@
+//! End to end through the binary, on the embedded store: a generated ledger with known answers
+//! (who read which patient, one user who suddenly reads ten times as many patients, an entry
+//! imported from the legacy system), then `report disclosures` and `report hipaa`: exactly the
+//! expected accesses, the snooping user flagged and the steady one not, the same figures in
+//! every format, a tampered entry reported as not verifying, and no raw identifier in the
+//! outputs, the logs or the store.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use ledger::{PseudonymKey, Pseudonymizer};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_auditledger");
+const TARGET: &str = "p-target-5521";
+const STEADY: &str = "u-steady-1";
+const SNOOP: &str = "u-snoop-2";
+const NURSES: [&str; 6] = [STEADY, SNOOP, "u-n3", "u-n4", "u-n5", "u-n6"];
+/// Monday 2026-10-05 .. ; the snooping happens on the 22nd working day.
+const DAYS: usize = 22;
+
+fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut c = Command::new(BIN);
+    for var in [
+        "AUDITLEDGER_PSEUDONYM_KEY",
+        "AUDITLEDGER_SIGNING_KEY",
+        "RUST_LOG",
+        "DATABASE_URL",
+        "AUDITLEDGER_DATA_DIR",
+        "AUDITLEDGER_STREAM",
+        "AUDITLEDGER_ANALYTICS",
+    ] {
+        c.env_remove(var);
+    }
+    c.arg("--data-dir")
+        .arg(dir)
+        .arg("--log-level")
+        .arg("debug")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn raw_ids() -> Vec<String> {
+    let mut ids: Vec<String> = NURSES.iter().map(|s| s.to_string()).collect();
+    ids.push(TARGET.to_owned());
+    ids.push("u-legacy-9".to_owned());
+    ids
+}
+
+fn assert_no_raw_ids(text: &str, what: &str) {
+    for raw in raw_ids() {
+        assert!(
+            !text.contains(&raw),
+            "{what} contains the raw identifier {raw}"
+        );
+    }
+}
+
+/// The `n`-th working day from Monday 2026-10-05, 10:00 New York (14:00Z).
+fn working_day(n: usize) -> chrono::NaiveDate {
+    let mut d = chrono::NaiveDate::from_ymd_opt(2026, 10, 5).unwrap();
+    let mut left = n;
+    loop {
+        use chrono::Datelike;
+        let weekend = matches!(d.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
+        if !weekend {
+            if left == 0 {
+                return d;
+            }
+            left -= 1;
+        }
+        d = d.succ_opt().unwrap();
+    }
+}
+
+fn read(day: usize, minute: usize, user: &str, patient: &str) -> Value {
+    json!({"occurred_at": format!("{}T14:{:02}:{:02}.000Z", working_day(day), minute / 60 % 60, minute % 60),
+           "action": "read", "outcome": "success",
+           "actor": {"user_id": user, "role": "nurse", "ip": "10.1.4.22"},
+           "resource": {"type": "Patient", "id": patient}, "patient_id": patient, "phi": true,
+           "source": "ehr-web", "detail": "viewed chart summary"})
+}
+
+/// Every nurse reads 5 patients a working day; on the last day the snoop reads 50. The target
+/// patient is read by the steady nurse on days 3, 7 and 15, and by nobody else.
+fn traffic() -> (Vec<Value>, usize) {
+    let mut events = Vec::new();
+    let mut target_reads = 0;
+    for day in 0..DAYS {
+        for (u, user) in NURSES.iter().enumerate() {
+            let many = if *user == SNOOP && day == DAYS - 1 {
+                50
+            } else {
+                5
+            };
+            for k in 0..many {
+                let patient = format!("p-{}", (u * 7 + day * 3 + k) % 200);
+                events.push(read(day, u * 60 + k, user, &patient));
+            }
+        }
+        if [3, 7, 15].contains(&day) {
+            events.push(read(day, 500, STEADY, TARGET));
+            target_reads += 1;
+        }
+        events.push(
+            json!({"occurred_at": format!("{}T13:00:00.000Z", working_day(day)),
+            "action": "login", "outcome": if day % 5 == 0 { "failure" } else { "success" },
+            "actor": {"user_id": STEADY, "ip": "10.1.4.22"}, "source": "ehr-web"}),
+        );
+    }
+    events.push(
+        json!({"occurred_at": format!("{}T15:00:00.000Z", working_day(4)),
+        "action": "role_change", "outcome": "success",
+        "actor": {"user_id": "u-n3", "role": "admin"}, "resource": {"type": "Practitioner"},
+        "source": "ehr-admin", "detail": "granted the nurse role"}),
+    );
+    (events, target_reads)
+}
+
+fn sha256_hex(raw: &str) -> String {
+    Pseudonymizer::legacy_sha256(raw)
+        .to_string()
+        .trim_start_matches("sha256:")
+        .to_owned()
+}
+
+fn pseudonym(dir: &Path, raw: &str) -> String {
+    let hex = std::fs::read_to_string(dir.join("keys/pseudonym.key")).unwrap();
+    let key = PseudonymKey::from_hex(hex.trim()).unwrap();
+    Pseudonymizer::new(key).pseudonymize(raw).to_string()
+}
+
+fn jsonl(events: &[Value]) -> String {
+    events.iter().map(|e| e.to_string() + "\n").collect()
+}
+
+#[test]
+fn reports_answer_exactly_flag_the_snoop_and_refuse_a_tampered_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&run(dir, &["init"], None));
+    let (events, target_reads) = traffic();
+    ok(&run(dir, &["append"], Some(&jsonl(&events))));
+    // One access from the legacy system: identifiers hold its unkeyed SHA-256.
+    let legacy = json!({"occurred_at": "2021-03-04T15:00:00.000Z", "action": "read", "outcome": "success",
+        "actor": {"user_id": sha256_hex("u-legacy-9"), "role": "physician"},
+        "resource": {"type": "Patient", "id": sha256_hex(TARGET)}, "patient_id": sha256_hex(TARGET),
+        "phi": true, "source": "legacy-ehr"});
+    ok(&run(
+        dir,
+        &["append", "--legacy-hashed"],
+        Some(&jsonl(&[legacy])),
+    ));
+    ok(&run(dir, &["checkpoint"], None));
+
+    // The accounting of disclosures: exactly the four accesses, the legacy one included.
+    let out = run(
+        dir,
+        &[
+            "report",
+            "disclosures",
+            "--patient",
+            "-",
+            "--format",
+            "json",
+            "--from",
+            "2020-01-01",
+        ],
+        Some(TARGET),
+    );
+    let text = ok(&out);
+    let logs = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_no_raw_ids(&text, "the disclosures report");
+    assert_no_raw_ids(&logs, "the disclosures command's logs");
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let lines = report["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), target_reads + 1, "{report:#}");
+    assert_eq!(
+        lines.iter().filter(|l| l["legacy"] == json!(true)).count(),
+        1
+    );
+    assert!(
+        lines.iter().all(|l| l["verified"] == json!(true)),
+        "{report:#}"
+    );
+    let steady = pseudonym(dir, STEADY);
+    assert_eq!(
+        lines.iter().filter(|l| l["user"] == json!(steady)).count(),
+        target_reads
+    );
+    assert_eq!(report["integrity"]["ok"], json!(true), "{report:#}");
+    assert_eq!(report["patient"], json!(pseudonym(dir, TARGET)));
+    let request_seq = report["request_seq"]
+        .as_u64()
+        .expect("the request is recorded");
+    // The request is in the ledger as an audit-log read naming the patient's pseudonym.
+    let shown = ok(&run(dir, &["show", &request_seq.to_string()], None));
+    assert!(shown.contains(&pseudonym(dir, TARGET)), "{shown}");
+    assert!(shown.contains("AuditLog"), "{shown}");
+
+    // The compliance report: the snoop is flagged, the steady nurse is not; same figures in
+    // every format.
+    let period = ["--from", "2026-10-01", "--to", "2026-11-04"];
+    let json_text = ok(&run(
+        dir,
+        &[&["report", "hipaa", "--format", "json"][..], &period[..]].concat(),
+        None,
+    ));
+    assert_no_raw_ids(&json_text, "the compliance report");
+    let hipaa: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(
+        hipaa["integrity"]["ok"],
+        json!(true),
+        "{:#}",
+        hipaa["integrity"]
+    );
+    let flags = hipaa["phi_access"]["unusual"].as_array().unwrap();
+    let snoop = pseudonym(dir, SNOOP);
+    assert!(
+        flags.iter().any(|f| f["user"] == json!(snoop)
+            && f["metric"] == json!("distinct_patients")
+            && f["day"] == json!(working_day(DAYS - 1).to_string())),
+        "the snoop is flagged: {flags:#?}"
+    );
+    assert!(
+        !flags.iter().any(|f| f["user"] == json!(steady)),
+        "the steady nurse is not flagged: {flags:#?}"
+    );
+    let total = hipaa["phi_access"]["total"].as_u64().unwrap();
+    assert_eq!(
+        total as usize,
+        events.len() - DAYS - 1,
+        "PHI accesses in the period"
+    );
+    let csv = ok(&run(
+        dir,
+        &[&["report", "hipaa", "--format", "csv"][..], &period[..]].concat(),
+        None,
+    ));
+    let html = ok(&run(
+        dir,
+        &[&["report", "hipaa", "--format", "html"][..], &period[..]].concat(),
+        None,
+    ));
+    assert!(csv.contains(&total.to_string()), "{csv}");
+    assert!(html.contains(&total.to_string()) && html.contains("<svg"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert_no_raw_ids(&csv, "the CSV report");
+    assert_no_raw_ids(&html, "the HTML report");
+
+    // No raw identifier in the store either (entries, read models, projection state).
+    let db = std::fs::read(dir.join("ledger.db")).unwrap();
+    let db = String::from_utf8_lossy(&db);
+    assert_no_raw_ids(&db, "the embedded store");
+
+    // Tamper with one cited entry: the report says it does not verify, and exits 1.
+    let cited = lines.iter().find(|l| l["legacy"] == json!(false)).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let c = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+    c.execute_batch("DROP TRIGGER IF EXISTS entries_no_update;")
+        .unwrap();
+    c.execute(
+        "UPDATE entries SET payload = CAST(replace(CAST(payload AS TEXT), 'viewed', 'edited') AS BLOB) WHERE seq = ?1",
+        [cited as i64],
+    )
+    .unwrap();
+    drop(c);
+    let out = run(
+        dir,
+        &[
+            "report",
+            "disclosures",
+            "--patient",
+            TARGET,
+            "--format",
+            "json",
+            "--from",
+            "2020-01-01",
+            "--no-catch-up",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["integrity"]["ok"], json!(false));
+    assert_eq!(report["integrity"]["first_bad_seq"], json!(cited));
+    assert!(report["integrity"]["statement"]
+        .as_str()
+        .unwrap()
+        .starts_with("NOT VERIFIED"));
+    let bad = report["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["seq"] == json!(cited))
+        .unwrap();
+    assert_eq!(bad["verified"], json!(false));
+
+    // And the compliance report over the tampered period says so too.
+    let out = run(
+        dir,
+        &[
+            &["report", "hipaa", "--format", "json", "--no-catch-up"][..],
+            &period[..],
+        ]
+        .concat(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let hipaa: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(hipaa["integrity"]["ok"], json!(false));
+    assert_eq!(hipaa["integrity"]["first_bad_seq"], json!(cited));
+}
