@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use self::state::Session;
 pub use self::state::{decode_state, encode_state, DetectorState, StateError, STATE_VERSION};
-use crate::config::RulesConfig;
+use crate::config::{AccountAttack, BruteForce, PasswordSpraying, RulesConfig};
 use crate::observation::Observation;
 use crate::window::Evidence;
 
@@ -191,31 +191,41 @@ impl Detector {
         out
     }
 
-    /// Records a detection unless the rule is quiet for this key; then keeps it quiet until
-    /// `quiet_until`.
+    /// Records the detection `d` builds unless `rule` is quiet for this key; then keeps it
+    /// quiet until `quiet_until`. Returns whether it fired. `d` is called only then: while a
+    /// rule is quiet, every event of a busy key would otherwise format a summary for nothing.
     fn fire(
         &mut self,
+        rule: Rule,
         key: &str,
         quiet_until: Timestamp,
         at: Timestamp,
-        d: Detection,
+        d: impl FnOnce() -> Detection,
         out: &mut Vec<Detection>,
-    ) {
-        let k = (d.rule, key.to_owned());
+    ) -> bool {
+        let k = (rule, key.to_owned());
         if self
             .state
             .quiet_until
             .get(&k)
             .is_some_and(|until| at <= *until)
         {
-            return;
+            return false;
         }
+        let d = d();
+        debug_assert_eq!(d.rule, rule);
         self.state.quiet_until.insert(k, quiet_until);
         out.push(d);
+        true
     }
 
     fn failed_login(&mut self, o: &Observation, out: &mut Vec<Detection>) {
-        let c = self.config.clone();
+        // The sections read (plain numbers: cheap to copy, unlike the whole configuration).
+        let c = FailedLoginRules {
+            brute_force: self.config.brute_force.clone(),
+            password_spraying: self.config.password_spraying.clone(),
+            account_attack: self.config.account_attack.clone(),
+        };
         if let Some(ip) = &o.ip {
             let w = self.state.failed_by_ip.entry(ip.clone()).or_default();
             w.insert(o.at, o.seq, o.user.as_deref().unwrap_or(""));
@@ -247,43 +257,40 @@ impl Detector {
                 .flatten();
             if let Some(e) = brute {
                 let until = after(e.to, c.brute_force.block_secs);
-                let d = detection(
-                    Rule::BruteForce,
-                    Severity::High,
-                    vec![("ip", ip.clone())],
-                    &e,
-                    format!(
-                        "{} failed logins from one IP within {} s; IP blocked until {}",
-                        e.events, c.brute_force.window_secs, until
-                    ),
-                );
-                let d = Detection {
+                let d = || Detection {
                     block: Some(Block {
                         ip: ip.clone(),
                         until,
                     }),
-                    ..d
+                    ..detection(
+                        Rule::BruteForce,
+                        Severity::High,
+                        vec![("ip", ip.clone())],
+                        &e,
+                        format!(
+                            "{} failed logins from one IP within {} s; IP blocked until {}",
+                            e.events, c.brute_force.window_secs, until
+                        ),
+                    )
                 };
-                self.fire(ip, after(e.to, c.brute_force.window_secs), o.at, d, out);
+                let quiet_until = after(e.to, c.brute_force.window_secs);
+                self.fire(Rule::BruteForce, ip, quiet_until, o.at, d, out);
             }
             if let Some(e) = spray {
-                let d = detection(
-                    Rule::PasswordSpraying,
-                    Severity::High,
-                    vec![("ip", ip.clone())],
-                    &e,
-                    format!(
-                        "failed logins from one IP against {} distinct users within {} s",
-                        e.distinct, c.password_spraying.window_secs
-                    ),
-                );
-                self.fire(
-                    ip,
-                    after(e.to, c.password_spraying.window_secs),
-                    o.at,
-                    d,
-                    out,
-                );
+                let d = || {
+                    detection(
+                        Rule::PasswordSpraying,
+                        Severity::High,
+                        vec![("ip", ip.clone())],
+                        &e,
+                        format!(
+                            "failed logins from one IP against {} distinct users within {} s",
+                            e.distinct, c.password_spraying.window_secs
+                        ),
+                    )
+                };
+                let quiet_until = after(e.to, c.password_spraying.window_secs);
+                self.fire(Rule::PasswordSpraying, ip, quiet_until, o.at, d, out);
             }
         }
         if let (Some(user), true) = (&o.user, c.account_attack.enabled) {
@@ -291,17 +298,20 @@ impl Detector {
             w.insert(o.at, o.seq, o.ip.as_deref().unwrap_or(""));
             let a = &c.account_attack;
             if let Some(e) = w.find(o.at, o.seq, micros(a.window_secs), a.failures, a.ips) {
-                let d = detection(
-                    Rule::AccountAttack,
-                    Severity::Medium,
-                    vec![("user", user.clone())],
-                    &e,
-                    format!(
-                        "{} failed logins for one user from {} IPs within {} s",
-                        e.events, e.distinct, a.window_secs
-                    ),
-                );
-                self.fire(user, after(e.to, a.window_secs), o.at, d, out);
+                let d = || {
+                    detection(
+                        Rule::AccountAttack,
+                        Severity::Medium,
+                        vec![("user", user.clone())],
+                        &e,
+                        format!(
+                            "{} failed logins for one user from {} IPs within {} s",
+                            e.events, e.distinct, a.window_secs
+                        ),
+                    )
+                };
+                let quiet_until = after(e.to, a.window_secs);
+                self.fire(Rule::AccountAttack, user, quiet_until, o.at, d, out);
             }
         }
     }
@@ -326,21 +336,22 @@ impl Detector {
         } else {
             Severity::Medium
         };
-        let d = detection(
-            Rule::UnauthorizedAccess,
-            severity,
-            vec![("user", user.clone())],
-            &e,
-            format!(
-                "{} refused PHI requests by one user within {} s{}",
-                e.events,
-                c.window_secs,
-                if repeated { ", again" } else { "" }
-            ),
-        );
-        let before = out.len();
-        self.fire(user, after(e.to, c.window_secs), o.at, d, out);
-        if out.len() > before {
+        let d = || {
+            detection(
+                Rule::UnauthorizedAccess,
+                severity,
+                vec![("user", user.clone())],
+                &e,
+                format!(
+                    "{} refused PHI requests by one user within {} s{}",
+                    e.events,
+                    c.window_secs,
+                    if repeated { ", again" } else { "" }
+                ),
+            )
+        };
+        let quiet_until = after(e.to, c.window_secs);
+        if self.fire(Rule::UnauthorizedAccess, user, quiet_until, o.at, d, out) {
             self.state.last_unauthorized.insert(user.clone(), e.to);
         }
     }
@@ -433,17 +444,20 @@ impl Detector {
         let w = self.state.reads_by_user.entry(user.clone()).or_default();
         w.insert(o.at, o.seq, patient);
         if let Some(e) = w.find(o.at, o.seq, micros(c.window_secs), c.patients, c.patients) {
-            let d = detection(
-                Rule::BulkExport,
-                Severity::High,
-                vec![("user", user.clone())],
-                &e,
-                format!(
-                    "one user read the PHI of {} distinct patients within {} s",
-                    e.distinct, c.window_secs
-                ),
-            );
-            self.fire(user, after(e.to, c.window_secs), o.at, d, out);
+            let d = || {
+                detection(
+                    Rule::BulkExport,
+                    Severity::High,
+                    vec![("user", user.clone())],
+                    &e,
+                    format!(
+                        "one user read the PHI of {} distinct patients within {} s",
+                        e.distinct, c.window_secs
+                    ),
+                )
+            };
+            let quiet_until = after(e.to, c.window_secs);
+            self.fire(Rule::BulkExport, user, quiet_until, o.at, d, out);
         }
     }
 
@@ -467,7 +481,7 @@ impl Detector {
     }
 
     fn after_hours(&mut self, o: &Observation, out: &mut Vec<Detection>) {
-        let c = self.config.after_hours_phi.clone();
+        let c = &self.config.after_hours_phi;
         let Some(user) = o
             .user
             .as_ref()
@@ -475,13 +489,15 @@ impl Detector {
         else {
             return;
         };
+        let (start_hour, end_hour, weekdays_only, cooldown_secs) =
+            (c.start_hour, c.end_hour, c.weekdays_only, c.cooldown_secs);
         let local = self.tz.from_utc_datetime(&o.at.to_datetime().naive_utc());
         let weekend = matches!(local.weekday(), Weekday::Sat | Weekday::Sun);
         let hour = local.hour();
-        if !(c.weekdays_only && weekend) && hour >= c.start_hour && hour < c.end_hour {
+        if !(weekdays_only && weekend) && hour >= start_hour && hour < end_hour {
             return;
         }
-        let d = Detection {
+        let d = || Detection {
             rule: Rule::AfterHoursPhi,
             severity: Severity::Low,
             subjects: vec![("user", user.clone())],
@@ -496,7 +512,8 @@ impl Detector {
             ),
             block: None,
         };
-        self.fire(user, after(o.at, c.cooldown_secs), o.at, d, out);
+        let quiet_until = after(o.at, cooldown_secs);
+        self.fire(Rule::AfterHoursPhi, user, quiet_until, o.at, d, out);
     }
 
     /// Forgets evidence no rule can use any more: older than the longest window plus the
@@ -550,6 +567,13 @@ impl Detector {
         s.last_unauthorized
             .retain(|_, last| last.0 >= repeat_horizon);
     }
+}
+
+/// The configuration sections the failed-login rules read.
+struct FailedLoginRules {
+    brute_force: BruteForce,
+    password_spraying: PasswordSpraying,
+    account_attack: AccountAttack,
 }
 
 fn detection(

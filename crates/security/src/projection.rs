@@ -183,7 +183,7 @@ impl Projection for SecurityProjection {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        encode_state(&self.detector.snapshot())
+        encode_state(self.detector.state())
     }
 
     fn apply(&mut self, entry: &VerifiedEntry<'_>, effects: &mut Effects) {
