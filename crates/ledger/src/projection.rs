@@ -233,6 +233,11 @@ impl<P: Projection> Runner<P> {
     /// Applies every entry up to the head as of now, committing every [`COMMIT_EVERY`] entries
     /// and at the end; calls `progress(position, head)` after each commit. Returns the number of
     /// entries applied.
+    ///
+    /// Entries are read one commit's worth at a time, each read its own short snapshot: a scan
+    /// held open across a long catch-up would keep the embedded store from checkpointing its
+    /// write-ahead log, which then grows by every read-model page written meanwhile (tens of
+    /// gigabytes over ten million entries).
     pub async fn catch_up(
         &mut self,
         mut progress: impl FnMut(u64, u64) + Send,
@@ -242,33 +247,33 @@ impl<P: Projection> Runner<P> {
             None => 0,
         };
         self.stats.head.store(head, Ordering::Relaxed);
-        if self.next_seq() >= head {
-            return Ok(0);
-        }
-        let mut chunks = self.store.scan(&self.stream, self.next_seq());
         let mut applied = 0u64;
         let mut effects = Effects::default();
-        let mut pending = 0usize;
-        while let Some(chunk) = chunks.recv().await {
-            let chunk = chunk?;
+        while self.next_seq() < head {
+            let next = self.next_seq();
+            let want = (head - next).min(self.commit_every as u64) as usize;
+            let chunk = self.store.read(&self.stream, next, want).await?;
+            if chunk.is_empty() {
+                return Err(ProjectionError::Damaged {
+                    seq: next,
+                    problem: Problem::Gap,
+                    detail: format!(
+                        "the ledger's head is entry {}, but entry {next} cannot be read",
+                        head - 1
+                    ),
+                });
+            }
             let checked = self.check(&chunk);
             let good = match &checked {
                 Ok(()) => chunk.len(),
                 Err((at, _)) => *at,
             };
-            for part in chunk[..good].chunks(self.commit_every) {
-                self.apply_chunk(part, &mut effects);
-                applied += part.len() as u64;
-                pending += part.len();
-                if pending >= self.commit_every {
-                    self.commit(&mut effects).await?;
-                    pending = 0;
-                    progress(self.next_seq(), head.max(self.next_seq()));
-                }
-            }
+            self.apply_chunk(&chunk[..good], &mut effects);
+            applied += good as u64;
+            // Keep what verified, then stop before any damage.
+            self.commit(&mut effects).await?;
+            progress(self.next_seq(), head.max(self.next_seq()));
             if let Err((at, (problem, detail))) = checked {
-                // Keep what verified, then stop before the damage.
-                self.commit(&mut effects).await?;
                 return Err(ProjectionError::Damaged {
                     seq: chunk[at].seq,
                     problem,
@@ -276,10 +281,6 @@ impl<P: Projection> Runner<P> {
                 });
             }
         }
-        if pending > 0 || !effects.is_empty() {
-            self.commit(&mut effects).await?;
-        }
-        progress(self.next_seq(), head.max(self.next_seq()));
         Ok(applied)
     }
 
