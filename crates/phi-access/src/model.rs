@@ -115,15 +115,22 @@ fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     }
 }
 
+/// The `seq` span of two partial rows, each `(events, first_seq, last_seq)`; a row without
+/// events has no span.
+fn merge_span(a: (u64, Seq, Seq), b: (u64, Seq, Seq)) -> (Seq, Seq) {
+    match (a.0, b.0) {
+        (0, _) => (b.1, b.2),
+        (_, 0) => (a.1, a.2),
+        _ => (a.1.min(b.1), a.2.max(b.2)),
+    }
+}
+
 impl DayTotals {
     pub fn merge(&mut self, other: &DayTotals) {
-        if self.events == 0 {
-            self.first_seq = other.first_seq;
-            self.last_seq = other.last_seq;
-        } else if other.events > 0 {
-            self.first_seq = self.first_seq.min(other.first_seq);
-            self.last_seq = self.last_seq.max(other.last_seq);
-        }
+        (self.first_seq, self.last_seq) = merge_span(
+            (self.events, self.first_seq, self.last_seq),
+            (other.events, other.first_seq, other.last_seq),
+        );
         if self.day.is_empty() {
             self.day = other.day.clone();
         }
@@ -176,13 +183,10 @@ pub struct UserDay {
 
 impl UserDay {
     pub fn merge(&mut self, other: &UserDay) {
-        if self.events == 0 {
-            self.first_seq = other.first_seq;
-            self.last_seq = other.last_seq;
-        } else if other.events > 0 {
-            self.first_seq = self.first_seq.min(other.first_seq);
-            self.last_seq = self.last_seq.max(other.last_seq);
-        }
+        (self.first_seq, self.last_seq) = merge_span(
+            (self.events, self.first_seq, self.last_seq),
+            (other.events, other.first_seq, other.last_seq),
+        );
         if self.user.is_empty() {
             self.user = other.user.clone();
         }
