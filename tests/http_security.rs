@@ -32,6 +32,15 @@ async fn the_server_detects_a_brute_force_and_services_see_the_block() {
     let server = Server::start(dir.path(), "debug", &["--projection-poll-ms", "20"]);
     let c = server.client(&svc);
     assert_eq!(check(&server, &svc, false).await["blocked"], false);
+    // Not an address: refused, not pseudonymized as if it were one.
+    let r = raw()
+        .post(format!("{}/v1/blocklist/check", server.base))
+        .json(&json!({"ip": "198.51.100"}))
+        .bearer_auth(&svc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     let now = chrono::Utc::now();
     let burst: Vec<Value> = (0..6)

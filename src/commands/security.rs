@@ -134,7 +134,7 @@ pub async fn run(ctx: &Context, args: SecurityArgs) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         SecurityCommand::Check { ip } => {
-            let pseudonym = ctx.pseudonymizer()?.pseudonymize(&ip).to_string();
+            let pseudonym = ip_pseudonym(ctx, &ip)?;
             let store = ctx.open_existing().await?;
             note_lag(store.as_ref(), &ctx.stream).await?;
             match read::block_of(store.as_ref(), &ctx.stream, &pseudonym, now).await? {
@@ -153,7 +153,8 @@ pub async fn run(ctx: &Context, args: SecurityArgs) -> anyhow::Result<u8> {
         }
         SecurityCommand::Unblock { ip, reason, rules } => {
             let config = rules.load(&ctx.global.data_dir)?;
-            let pseudonym = ctx.pseudonymizer()?.pseudonymize(&ip).to_string();
+            let pseudonym = ip_pseudonym(ctx, &ip)?;
+            let ip = ledger::pseudonym::canonical_ip(&ip).expect("ip_pseudonym parsed it");
             let recorder = Recorder::open(ctx).await?;
             let store = recorder.store();
             if read::block_of(store.as_ref(), &ctx.stream, &pseudonym, now)
@@ -193,6 +194,15 @@ pub async fn run(ctx: &Context, args: SecurityArgs) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The IP's pseudonym as ingest makes it (parsed, canonical form); the raw address is never
+/// echoed in the error.
+fn ip_pseudonym(ctx: &Context, ip: &str) -> anyhow::Result<String> {
+    ctx.pseudonymizer()?
+        .pseudonymize_ip(ip)
+        .map(|p| p.to_string())
+        .ok_or_else(|| anyhow::anyhow!("--ip must be an IPv4 or IPv6 address"))
 }
 
 fn text<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {

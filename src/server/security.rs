@@ -38,11 +38,14 @@ fn store_error(e: ledger::StoreError) -> ApiError {
 }
 
 async fn check(state: &AppState, ip: &str) -> Result<Json<Value>, ApiError> {
-    let ip = ip.trim();
-    if ip.is_empty() || ip.len() > 256 {
-        return Err(ApiError::invalid("ip", "must be 1 to 256 characters"));
-    }
-    let pseudonym = state.ingest.pseudonymizer.pseudonymize(ip).to_string();
+    // Parsed and written canonically, as ingest does, so every spelling of one address
+    // finds its block.
+    let pseudonym = state
+        .ingest
+        .pseudonymizer
+        .pseudonymize_ip(ip)
+        .ok_or_else(|| ApiError::invalid("ip", "must be an IPv4 or IPv6 address"))?
+        .to_string();
     let now = SystemClock.now();
     let block = read::block_of(state.store.as_ref(), &state.stream, &pseudonym, now)
         .await

@@ -148,6 +148,15 @@ impl FromStr for Pseudonym {
     }
 }
 
+/// The canonical text of an IP address (what ingest pseudonymizes), or `None` when `raw` is not
+/// one.
+pub fn canonical_ip(raw: &str) -> Option<String> {
+    raw.trim()
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
+}
+
 /// Turns raw identifiers into pseudonyms.
 #[derive(Clone, Debug)]
 pub struct Pseudonymizer {
@@ -169,6 +178,13 @@ impl Pseudonymizer {
             key_id: self.key.id,
             digest: *blake3::keyed_hash(&self.key.key, raw.as_bytes()).as_bytes(),
         }
+    }
+
+    /// The pseudonym of an IP address exactly as ingest makes it: the address is parsed and
+    /// written in its canonical form first, so `2001:DB8::1`, ` 2001:db8:0::1 ` and
+    /// `2001:db8::1` are one address. `None` when `raw` is not an IP address.
+    pub fn pseudonymize_ip(&self, raw: &str) -> Option<Pseudonym> {
+        canonical_ip(raw).map(|ip| self.pseudonymize(&ip))
     }
 
     /// The legacy system's unkeyed `sha256(raw).hexdigest()`, for matching imported rows.
@@ -199,6 +215,24 @@ impl Pseudonymizer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_ip_is_pseudonymized_in_its_canonical_form() {
+        let p = Pseudonymizer::new(PseudonymKey::from_bytes([3; 32]));
+        let one = p.pseudonymize_ip("2001:db8::1").unwrap();
+        assert_eq!(p.pseudonymize_ip(" 2001:DB8:0::1 "), Some(one));
+        assert_eq!(
+            p.pseudonymize_ip("2001:db8::1"),
+            Some(p.pseudonymize("2001:db8::1"))
+        );
+        assert_eq!(
+            p.pseudonymize_ip("10.1.4.22"),
+            Some(p.pseudonymize("10.1.4.22"))
+        );
+        assert_eq!(p.pseudonymize_ip("10.1.4"), None);
+        assert_eq!(p.pseudonymize_ip("not an address"), None);
+    }
+
     use super::*;
 
     fn key(byte: u8) -> PseudonymKey {
