@@ -408,17 +408,15 @@ async fn seq_span(
     to: NaiveDate,
 ) -> Result<Option<(Seq, Seq)>, StoreError> {
     let days = read::day_totals(src.store, src.stream, cal, from, to).await?;
-    let first = days
-        .iter()
-        .filter(|d| d.events > 0)
-        .map(|d| d.first_seq)
-        .min();
-    let last = days
-        .iter()
-        .filter(|d| d.events > 0)
-        .map(|d| d.last_seq)
-        .max();
-    Ok(first.zip(last))
+    Ok(span_of(&days))
+}
+
+/// The `seq` span of the days' entries (`None` when they have none).
+fn span_of(days: &[phi_access::DayTotals]) -> Option<(Seq, Seq)> {
+    let active = || days.iter().filter(|d| d.events > 0);
+    let first = active().map(|d| d.first_seq).min();
+    let last = active().map(|d| d.last_seq).max();
+    first.zip(last)
 }
 
 /// The HIPAA compliance report for site days `[from, to)`. `progress` sees the count of
@@ -468,16 +466,8 @@ async fn period_integrity(
     let (stored, valid) = checkpoint_counts(src).await?;
     let position = read::position(src.store, src.stream).await?;
     let head = src.store.head(src.stream).await?.map(|h| h.seq);
-    let first = days
-        .iter()
-        .filter(|d| d.events > 0)
-        .map(|d| d.first_seq)
-        .min();
-    let last = days
-        .iter()
-        .filter(|d| d.events > 0)
-        .map(|d| d.last_seq)
-        .max();
+    let span = span_of(days);
+    let (first, last) = (span.map(|s| s.0), span.map(|s| s.1));
     let mut integrity = Integrity {
         ok: true,
         statement: String::new(),
@@ -493,7 +483,7 @@ async fn period_integrity(
         read_model_position: position,
     };
     let mut said = Vec::new();
-    match first.zip(last) {
+    match span {
         None => said.push("the period has no entries".to_owned()),
         Some((from, to)) => {
             let segment = verify_segment(src.store, src.stream, from, to, progress).await?;

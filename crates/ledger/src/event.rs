@@ -573,6 +573,39 @@ pub(crate) mod tests_support {
             "request": {"method": "GET", "path": "/patients/{id}"},
             "source": "ehr-web", "detail": "viewed chart summary"})
     }
+
+    /// A chain of `n` entries of the default stream: the genesis entry, then `sample()`
+    /// events, chained with SHA-256 at `recorded_at` = seq.
+    pub(crate) fn chain(n: u64) -> Vec<crate::entry::Entry> {
+        use crate::entry::PreparedEntry;
+        use crate::pseudonym::{PseudonymKey, Pseudonymizer};
+        use crate::types::{Digest, StreamId, Timestamp};
+        use crate::HashAlg;
+
+        let stream = StreamId::default();
+        let alg = HashAlg::Sha256;
+        let p = Pseudonymizer::new(PseudonymKey::from_bytes([1; 32]));
+        let event = super::AuditEvent::from_value(&sample(), super::ParseOptions::default())
+            .expect("the sample is valid");
+        let mut out = vec![PreparedEntry::genesis(&stream, alg, Timestamp(0)).chain(
+            &stream,
+            0,
+            Timestamp(0),
+            Digest::ZERO,
+            alg,
+        )];
+        for seq in 1..n {
+            let prev = out.last().expect("the genesis entry").entry_hash;
+            out.push(PreparedEntry::event(&event, &p, None, alg).chain(
+                &stream,
+                seq,
+                Timestamp(seq as i64),
+                prev,
+                alg,
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -904,12 +904,9 @@ mod tests {
     use super::*;
     use crate::checkpoint::{at_head, NoteSigner};
     use crate::entry::PreparedEntry;
-    use crate::event::{AuditEvent, ParseOptions};
     use crate::merkle::Frontier;
     use crate::payload::Payload;
-    use crate::pseudonym::{PseudonymKey, Pseudonymizer};
     use crate::store::{AppendBatch, StoredCheckpoint};
-    use crate::types::Timestamp;
 
     /// Entries in the ledger; the checkpoint is signed at `SIGNED`.
     const ENTRIES: u64 = 100;
@@ -923,34 +920,7 @@ mod tests {
         NoteSigner::new("test", &[seed; 32]).unwrap()
     }
 
-    fn chain(n: u64) -> Vec<Entry> {
-        let stream = stream();
-        let alg = HashAlg::Sha256;
-        let p = Pseudonymizer::new(PseudonymKey::from_bytes([1; 32]));
-        let event = AuditEvent::from_value(
-            &crate::event::tests_support::sample(),
-            ParseOptions::default(),
-        )
-        .unwrap();
-        let mut out = vec![PreparedEntry::genesis(&stream, alg, Timestamp(0)).chain(
-            &stream,
-            0,
-            Timestamp(0),
-            Digest::ZERO,
-            alg,
-        )];
-        for seq in 1..n {
-            let prev = out.last().unwrap().entry_hash;
-            out.push(PreparedEntry::event(&event, &p, None, alg).chain(
-                &stream,
-                seq,
-                Timestamp(seq as i64),
-                prev,
-                alg,
-            ));
-        }
-        out
-    }
+    use crate::event::tests_support::chain;
 
     /// Appends entries with the Merkle nodes they complete, as the writer does.
     async fn append(store: &MemStore, entries: &[Entry], frontier: &mut Frontier) {

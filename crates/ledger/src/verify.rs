@@ -719,38 +719,9 @@ pub fn verify_chunks(
 mod tests {
     use super::*;
     use crate::entry::PreparedEntry;
-    use crate::event::{AuditEvent, ParseOptions};
-    use crate::pseudonym::{PseudonymKey, Pseudonymizer};
-    use crate::types::Timestamp;
 
-    fn chain(n: u64) -> Vec<Entry> {
-        let stream = StreamId::default();
-        let alg = HashAlg::Sha256;
-        let p = Pseudonymizer::new(PseudonymKey::from_bytes([1; 32]));
-        let event = AuditEvent::from_value(
-            &crate::event::tests_support::sample(),
-            ParseOptions::default(),
-        )
-        .unwrap();
-        let mut out = vec![PreparedEntry::genesis(&stream, alg, Timestamp(0)).chain(
-            &stream,
-            0,
-            Timestamp(0),
-            Digest::ZERO,
-            alg,
-        )];
-        for seq in 1..n {
-            let prev = out.last().unwrap().entry_hash;
-            out.push(PreparedEntry::event(&event, &p, None, alg).chain(
-                &stream,
-                seq,
-                Timestamp(seq as i64),
-                prev,
-                alg,
-            ));
-        }
-        out
-    }
+    use crate::event::tests_support::chain;
+    use crate::types::Timestamp;
 
     fn run(entries: &[Entry]) -> VerifyReport {
         let mut v = Verifier::new(StreamId::default());
