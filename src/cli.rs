@@ -190,6 +190,23 @@ the reports use (docs/PHI-ACCESS.md); it appends nothing. Stops at the first dam
     /// (the compliance report, json/csv/html). Exit status 1 when their evidence does not
     /// verify.
     Report(crate::commands::report::ReportArgs),
+
+    /// Retention: `retention hold add|release|list` (legal holds, recorded in the ledger),
+    /// `retention check` (for cron: exit 0 compliant, 1 violation; recorded in the ledger) and
+    /// `retention plan` (what is past its horizon). docs/RETENTION.md.
+    Retention(crate::commands::retention::RetentionArgs),
+
+    /// Write the entries recorded before a date to an archive file: a CBOR sequence carrying
+    /// the signed checkpoint of exactly those entries, verifiable offline with
+    /// `verify --export FILE --public-key KEY`. Changes nothing in the ledger but a record of
+    /// the export and the stored checkpoint.
+    Archive(crate::commands::retention::ArchiveArgs),
+
+    /// Purge payloads only (seq, times, digests and hashes stay, so the chain still verifies),
+    /// and only of entries in the named archive that are past their horizon and under no legal
+    /// hold, after appending an authorization entry naming the archive's digest and the range.
+    /// A refused purge is recorded too. Exit status 1 when refused.
+    Purge(crate::commands::retention::PurgeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -295,4 +312,16 @@ pub struct DemoArgs {
     /// Seed of the generator (same seed, same day).
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command's arguments are consistent (no id used twice across global and local
+    /// options, groups name real arguments): clap checks it here instead of panicking at run time.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

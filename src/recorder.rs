@@ -28,19 +28,32 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn open(ctx: &Context) -> anyhow::Result<Recorder> {
-        let mut ingest = Ingest::new(ctx.pseudonymizer()?);
+        let store = ctx.open_store().await?;
+        Recorder::start(
+            store,
+            ctx.stream.clone(),
+            ctx.pseudonymizer()?,
+            Arc::new(SystemClock),
+        )
+        .await
+    }
+
+    /// A recorder on `store` whose entries are recorded at `clock`'s time (tests run the
+    /// retention operations years apart with a manual clock).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        stream: ledger::StreamId,
+        pseudonymizer: ledger::Pseudonymizer,
+        clock: Arc<dyn ledger::Clock>,
+    ) -> anyhow::Result<Recorder> {
+        let mut ingest = Ingest::new(pseudonymizer);
         // Our own text: a name that happened to look like PHI is redacted, not refused.
         ingest.parse = ParseOptions {
             phi_policy: PhiPolicy::Redact,
+            ..ParseOptions::default()
         };
-        let store = ctx.open_store().await?;
-        let (writer, task) = GroupCommitWriter::start(
-            store.clone(),
-            ctx.stream.clone(),
-            Arc::new(SystemClock),
-            WriterConfig::default(),
-        )
-        .await?;
+        let (writer, task) =
+            GroupCommitWriter::start(store.clone(), stream, clock, WriterConfig::default()).await?;
         ingest.alg = writer.hash_alg();
         Ok(Recorder {
             ingest,
@@ -83,11 +96,35 @@ impl Recorder {
 
     /// Appends one event of the event contract and returns its receipt once durable.
     pub async fn record_body(&self, body: &serde_json::Value) -> anyhow::Result<Receipt> {
+        self.append_prepared(body, self.ingest.prepare(body, None))
+            .await
+    }
+
+    /// Appends an event the ledger writes about itself (`body` done by an admin operator,
+    /// carrying `record`), with the clock's time as `occurred_at`.
+    pub async fn record_with(
+        &self,
+        action: &str,
+        resource: serde_json::Value,
+        detail: &str,
+        record: ledger::record::Record,
+        occurred_at: ledger::Timestamp,
+    ) -> anyhow::Result<Receipt> {
+        let body = json!({"occurred_at": occurred_at.to_rfc3339(), "action": action,
+                          "outcome": "success", "actor": Recorder::operator("admin"),
+                          "resource": resource, "source": "auditledger", "detail": detail});
+        let prepared = self.ingest.prepare_record(&body, record);
+        self.append_prepared(&body, prepared).await
+    }
+
+    async fn append_prepared(
+        &self,
+        body: &serde_json::Value,
+        prepared: Result<ledger::PreparedEntry, ledger::EventError>,
+    ) -> anyhow::Result<Receipt> {
         let action = body["action"].as_str().unwrap_or("operator").to_owned();
-        let prepared = self
-            .ingest
-            .prepare(body, None)
-            .map_err(|e| anyhow::anyhow!("cannot record the {action} event: {e}"))?;
+        let prepared =
+            prepared.map_err(|e| anyhow::anyhow!("cannot record the {action} event: {e}"))?;
         let mut receipts = self
             .writer
             .append(vec![prepared])

@@ -203,7 +203,7 @@ fn checkpoint_prove_check_and_catch_truncation() {
     // in itself.
     let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
     db.execute_batch(
-        "DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete; DROP TRIGGER entries_continue_chain;
+        "DROP TRIGGER entries_purge_authorized; DROP TRIGGER entries_update_only_purges; DROP TRIGGER entries_no_delete; DROP TRIGGER entries_continue_chain;
          DROP TRIGGER merkle_nodes_no_delete; DROP TRIGGER checkpoints_no_delete;
          DELETE FROM entries WHERE seq >= 70;
          DELETE FROM merkle_nodes WHERE ((idx + 1) << level) > 70;

@@ -114,7 +114,7 @@ fn assert_no_raw_ids(text: &str, what: &str) {
 /// An attacker with access to the file: triggers off, then raw SQL.
 fn tamper(l: &Ledger, sql: &str) {
     let c = rusqlite::Connection::open(l.db()).unwrap();
-    c.execute_batch("DROP TRIGGER IF EXISTS entries_no_update; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS entries_continue_chain;")
+    c.execute_batch("DROP TRIGGER IF EXISTS entries_purge_authorized; DROP TRIGGER IF EXISTS entries_update_only_purges; DROP TRIGGER IF EXISTS entries_no_delete; DROP TRIGGER IF EXISTS entries_continue_chain;")
         .unwrap();
     c.execute_batch(sql).unwrap();
 }

@@ -279,7 +279,7 @@ fn reports_answer_exactly_flag_the_snoop_and_refuse_a_tampered_range() {
         .as_u64()
         .unwrap();
     let c = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
-    c.execute_batch("DROP TRIGGER IF EXISTS entries_no_update;")
+    c.execute_batch("DROP TRIGGER IF EXISTS entries_purge_authorized; DROP TRIGGER IF EXISTS entries_update_only_purges;")
         .unwrap();
     c.execute(
         "UPDATE entries SET payload = CAST(replace(CAST(payload AS TEXT), 'viewed', 'edited') AS BLOB) WHERE seq = ?1",

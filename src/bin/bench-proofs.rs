@@ -369,6 +369,15 @@ impl Store for NodeRows {
         }
         self.inner.append(batch).await
     }
+    async fn purge_payloads(
+        &self,
+        s: &StreamId,
+        authorization: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<u64, ledger::StoreError> {
+        self.inner.purge_payloads(s, authorization, from, to).await
+    }
     async fn find_idempotent(
         &self,
         s: &StreamId,

@@ -32,6 +32,7 @@ pub async fn run(ctx: &Context, args: AppendArgs) -> anyhow::Result<u8> {
             PhiPolicyArg::Reject => PhiPolicy::Reject,
             PhiPolicyArg::Redact => PhiPolicy::Redact,
         },
+        ..ParseOptions::default()
     };
     if args.legacy_hashed {
         ingest.mode = IdentifierMode::LegacySha256;

@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod project;
 pub mod prove;
 pub mod report;
+pub mod retention;
 pub mod security;
 pub mod serve;
 pub mod show;
@@ -40,5 +41,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Project(args) => project::run(&ctx, args).await,
         Command::Security(args) => security::run(&ctx, args).await,
         Command::Report(args) => report::run(&ctx, args).await,
+        Command::Retention(args) => retention::run(&ctx, args).await,
+        Command::Archive(args) => retention::archive(&ctx, args).await,
+        Command::Purge(args) => retention::purge(&ctx, args).await,
     }
 }

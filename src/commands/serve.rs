@@ -16,6 +16,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
     let mut ingest = Ingest::new(ctx.pseudonymizer()?);
     ingest.parse = ParseOptions {
         phi_policy: settings.phi_policy,
+        ..ParseOptions::default()
     };
     let store = ctx.open_store().await?;
     // Stored checkpoints are checked with the data directory's key when there is one, as

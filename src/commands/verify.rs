@@ -69,12 +69,32 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
             let bar = progress_bar(show_progress, None, "verifying export");
             let path = path.clone();
             let b = bar.clone();
-            let checkpoints = opts.checkpoints.clone();
+            let mut checkpoints = opts.checkpoints.clone();
+            let key = opts.checkpoint_key.clone();
             let report = tokio::task::spawn_blocking(move || -> anyhow::Result<VerifyReport> {
                 let mut reader = ExportReader::open(BufReader::with_capacity(1 << 20, file))
                     .with_context(|| format!("{} is not an auditledger export", path.display()))?;
+                if let Some(note) = &reader.header().checkpoint {
+                    // An archive: its entries must be exactly what its signed checkpoint covers.
+                    let key = key.with_context(|| {
+                        format!(
+                            "{} carries a signed checkpoint: give the signer's --public-key to check it",
+                            path.display()
+                        )
+                    })?;
+                    let cp = ledger::checkpoint::Checkpoint::open(note, &key).map_err(|e| {
+                        anyhow::Error::new(crate::commands::checkpoint::Refused(format!(
+                            "the checkpoint in {} is refused: {e}",
+                            path.display()
+                        )))
+                    })?;
+                    checkpoints.push(cp);
+                }
                 let mut v = Verifier::new(reader.header().stream.clone());
                 v.expect_checkpoints(checkpoints);
+                // An archive holds entries purged by an earlier purge, whose authorization
+                // lies past the archive's end: counted, their hashes verified.
+                v.accept_purges_authorized_elsewhere();
                 let mut chunk = Vec::with_capacity(SCAN_CHUNK);
                 loop {
                     let next = reader.next_entry()?;
@@ -122,6 +142,38 @@ async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
     Ok(if report.ok { EXIT_OK } else { EXIT_DAMAGED })
 }
 
+/// How many payloads were purged, and under which authorization (an intact ledger with
+/// purged payloads says so: the chain verifies, the payloads are gone by decision).
+fn print_purges(report: &VerifyReport) {
+    if report.payloads_purged == 0 {
+        return;
+    }
+    println!(
+        "{} payload(s) purged; their entries' hashes and links verified",
+        report.payloads_purged
+    );
+    for t in &report.purges {
+        let a = &t.authorization;
+        println!(
+            "  {} purged under the authorization at seq {} ({}): entries {}..={}, archive sha256:{}, authorized by {:?}",
+            t.purged,
+            t.seq,
+            t.recorded_at.to_rfc3339(),
+            a.from,
+            a.to,
+            a.archive,
+            a.authorized_by
+        );
+    }
+    let attributed: u64 = report.purges.iter().map(|t| t.purged).sum();
+    if attributed < report.payloads_purged {
+        println!(
+            "  {} purged before this file was written (their authorization lies past its end)",
+            report.payloads_purged - attributed
+        );
+    }
+}
+
 pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
@@ -133,6 +185,7 @@ pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
             ),
             _ => println!("intact: stream {} has no entries", report.stream),
         }
+        print_purges(report);
     } else if report.first_bad_seq.is_none() {
         // Rewrites and bad stored checkpoints name no single entry: the checkpoint commits to
         // the whole prefix.

@@ -229,6 +229,10 @@ impl fmt::Debug for AuditEvent {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ParseOptions {
     pub phi_policy: PhiPolicy,
+    /// The event is one the ledger writes about itself (a purge authorization, a legal hold,
+    /// a retention check): the actions reserved for those ([`crate::record::RESERVED_ACTIONS`])
+    /// are allowed. A client's event never is: a forged "purge authorization" must not get in.
+    pub ledger_record: bool,
 }
 
 impl AuditEvent {
@@ -432,6 +436,9 @@ impl Validator {
             let a = Action::parse(&s);
             if a.is_none() {
                 self.fail("action", "must be a name of letters, digits and '_' starting with a letter (e.g. read, login_failed)");
+            } else if !self.opts.ledger_record && crate::record::RESERVED_ACTIONS.contains(&s.as_str()) {
+                self.fail("action", "is reserved for records the ledger writes itself (retention and legal-hold commands)");
+                return None;
             }
             a
         });
@@ -679,6 +686,20 @@ mod tests {
     }
 
     #[test]
+    fn reserved_actions_are_refused_from_clients() {
+        for action in crate::record::RESERVED_ACTIONS {
+            let mut v = sample();
+            v["action"] = json!(action);
+            assert_eq!(fields_of(v.clone()), ["action"], "{action}");
+            let own = ParseOptions {
+                ledger_record: true,
+                ..ParseOptions::default()
+            };
+            assert!(AuditEvent::from_value(&v, own).is_ok(), "{action}");
+        }
+    }
+
+    #[test]
     fn phi_in_free_text_is_rejected_without_echoing_it() {
         let mut v = sample();
         v["detail"] = json!("called patient at 555-123-4567");
@@ -691,6 +712,7 @@ mod tests {
             &v,
             ParseOptions {
                 phi_policy: PhiPolicy::Redact,
+                ..ParseOptions::default()
             },
         )
         .unwrap();

@@ -727,6 +727,18 @@ pub(crate) mod memstore {
             })
         }
 
+        async fn purge_payloads(
+            &self,
+            _stream: &StreamId,
+            _authorization: Seq,
+            _from: Seq,
+            _to: Seq,
+        ) -> Result<u64, StoreError> {
+            Err(StoreError::Refused(
+                "the evidence tests' in-memory store keeps every payload".into(),
+            ))
+        }
+
         async fn find_idempotent(
             &self,
             stream: &StreamId,

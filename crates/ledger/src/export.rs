@@ -4,6 +4,10 @@
 //! "version": 1}`; every following item is one entry map with the fields the entry hash covers
 //! (`seq`, `payload`, `prev_hash`, `entry_hash`, `recorded_at`, `payload_digest`, keys in
 //! canonical order). Columns are not exported: they are recomputed from the payload.
+//!
+//! An archive (`auditledger archive`) is an export of the first entries of a stream whose
+//! header also holds `"checkpoint"`: the signed checkpoint of exactly those entries. An entry
+//! purged by an earlier purge is exported with a null payload (its hashes still chain).
 
 use std::io::{BufRead, Write};
 
@@ -21,6 +25,10 @@ pub struct ExportHeader {
     pub format: String,
     pub stream: StreamId,
     pub version: u8,
+    /// An archive carries the signed checkpoint (signed-note text) of the entries it holds,
+    /// so it verifies offline against the signer's public key alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,11 +61,21 @@ pub struct ExportWriter<W: Write> {
 }
 
 impl<W: Write> ExportWriter<W> {
-    pub fn new(mut out: W, stream: &StreamId) -> Result<ExportWriter<W>, ExportError> {
+    pub fn new(out: W, stream: &StreamId) -> Result<ExportWriter<W>, ExportError> {
+        ExportWriter::with_checkpoint(out, stream, None)
+    }
+
+    /// An export whose header carries a signed checkpoint of its entries (an archive).
+    pub fn with_checkpoint(
+        mut out: W,
+        stream: &StreamId,
+        checkpoint: Option<String>,
+    ) -> Result<ExportWriter<W>, ExportError> {
         let header = ExportHeader {
             format: EXPORT_FORMAT.into(),
             stream: stream.clone(),
             version: EXPORT_VERSION,
+            checkpoint,
         };
         ciborium::into_writer(&header, &mut out)
             .map_err(|e| ExportError::Io(std::io::Error::other(e.to_string())))?;

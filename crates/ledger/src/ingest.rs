@@ -47,9 +47,36 @@ impl Ingest {
         value: &Value,
         idem: Option<(&str, u32)>,
     ) -> Result<PreparedEntry, EventError> {
-        let event = AuditEvent::from_value(value, self.parse)?;
+        let stored = self.stored(value, idem, self.parse)?;
+        Ok(PreparedEntry::new(&Payload::Event(stored), self.alg))
+    }
+
+    /// Prepares an event the ledger writes about itself, carrying `record` (a purge
+    /// authorization, a legal hold, a retention check). Its action may be one of the reserved
+    /// ones a client's event can't use.
+    pub fn prepare_record(
+        &self,
+        value: &Value,
+        record: crate::record::Record,
+    ) -> Result<PreparedEntry, EventError> {
+        let opts = ParseOptions {
+            ledger_record: true,
+            ..self.parse
+        };
+        let mut stored = self.stored(value, None, opts)?;
+        stored.record = Some(record);
+        Ok(PreparedEntry::new(&Payload::Event(stored), self.alg))
+    }
+
+    fn stored(
+        &self,
+        value: &Value,
+        idem: Option<(&str, u32)>,
+        opts: ParseOptions,
+    ) -> Result<StoredEvent, EventError> {
+        let event = AuditEvent::from_value(value, opts)?;
         let idem = idem.map(|(key, index)| self.pseudonymizer.idempotency_digest(key, index));
-        let stored = match self.mode {
+        Ok(match self.mode {
             IdentifierMode::Raw => StoredEvent::from_event(&event, &self.pseudonymizer, idem),
             IdentifierMode::LegacySha256 => StoredEvent::from_legacy_event(&event, idem).map_err(|field| EventError {
                 index: None,
@@ -58,8 +85,7 @@ impl Ingest {
                     rule: "must be the legacy system's SHA-256 hex (64 hex digits) in legacy import mode".to_owned(),
                 }],
             })?,
-        };
-        Ok(PreparedEntry::new(&Payload::Event(stored), self.alg))
+        })
     }
 
     /// Prepares a batch; `first_index` numbers the events (for idempotency and error messages).

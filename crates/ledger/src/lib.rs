@@ -21,6 +21,8 @@
 //! - [`verify`]: full verification, in parallel, in constant memory.
 //! - [`evidence`]: verifying only what a report rests on: a segment, entries anchored to a
 //!   signed checkpoint.
+//! - [`record`]: structured records the ledger writes about itself (purge authorizations,
+//!   legal holds, retention checks).
 //! - [`export`]: the CBOR-sequence export file and its reader.
 //! - [`clock`]: the ledger clock (replaceable in tests).
 
@@ -39,6 +41,7 @@ pub mod projection;
 pub mod proof;
 pub mod pseudonym;
 pub mod readmodel;
+pub mod record;
 pub mod store;
 pub mod tree;
 pub mod types;

@@ -63,6 +63,10 @@ pub struct StoredEvent {
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What a ledger-written event records (purge authorizations, holds, retention checks);
+    /// never set from a client's event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<crate::record::Record>,
     pub source: String,
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +131,7 @@ impl StoredEvent {
             },
             action: event.action.as_str().to_owned(),
             detail: event.detail.clone(),
+            record: None,
             source: event.source.clone(),
             outcome: event.outcome.as_str().to_owned(),
             request: event.request.as_ref().map(|r| StoredRequest {

@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The store holds something this version cannot read (schema too new, bad column).
     #[error("store content is not readable: {0}")]
     Corrupt(String),
+    /// The store's own rules refuse the change (a purge inside the six-year floor, without a
+    /// purge authorization entry after it, or touching more than a payload). Nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
     /// I/O or database failure. Nothing of the failed call was written, unless the failure
     /// hit the commit itself, in which case the writer re-reads the head to find out.
     #[error("{0}")]
@@ -68,6 +72,26 @@ pub trait Store: Send + Sync + 'static {
     /// `Conflict` when an entry's `(stream, seq)` or idempotency digest exists already, or an
     /// entry does not continue the chain.
     async fn append(&self, batch: AppendBatch) -> Result<(), StoreError>;
+
+    /// Removes the payloads of the entries of `stream` with `seq` in `from..=to` that still
+    /// have one, in one transaction, and returns how many it removed. Only the payload goes
+    /// (with the columns extracted from it, which nothing could check any more): `seq`,
+    /// `recorded_at`, the digests and the hashes stay, so the chain still verifies.
+    ///
+    /// The store enforces, by itself and for every caller (SQL triggers; in PostgreSQL through
+    /// one narrowly privileged function, the writer role still cannot UPDATE): the entry
+    /// `authorization` is a purge authorization ([`crate::record::PURGE_ACTION`]) after `to`,
+    /// and every purged entry was recorded at least [`crate::record::MIN_RETENTION_MICROS`]
+    /// before it. Otherwise it fails with `Refused` and changes nothing. Which entries the
+    /// authorization really covers (its range, holds, the policy's longer horizons) is decided
+    /// by the caller and checked by `verify`.
+    async fn purge_payloads(
+        &self,
+        stream: &StreamId,
+        authorization: Seq,
+        from: Seq,
+        to: Seq,
+    ) -> Result<u64, StoreError>;
 
     /// Entries of `stream` whose idempotency digest is one of `idem`.
     async fn find_idempotent(

@@ -24,12 +24,13 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 
 use crate::checkpoint::{Checkpoint, NoteVerifier};
-use crate::entry::{Entry, EntryKind};
+use crate::entry::{Columns, Entry, EntryKind};
 use crate::hash::{HashAlg, FORMAT_VERSION};
 use crate::merkle::{empty_root, Frontier, MerkleNode, STORED_MIN_LEVEL};
-use crate::payload::{ColumnsRef, Payload};
+use crate::payload::{ColumnsRef, Payload, StoredEvent};
+use crate::record::{PurgeAuthorization, Record, PURGE_ACTION};
 use crate::store::{Store, StoreError};
-use crate::types::{Digest, Seq, StreamId};
+use crate::types::{Digest, Seq, StreamId, Timestamp};
 
 /// The kind of damage found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,6 +107,25 @@ pub struct VerifyReport {
     pub checkpoint_size: Option<u64>,
     /// How many checkpoints (given and stored) the ledger was shown to extend.
     pub checkpoints_verified: u64,
+    /// Entries whose payload was purged under an authorization (their hashes verified).
+    pub payloads_purged: u64,
+    /// Each purge authorization in the ledger and what was purged under it.
+    pub purges: Vec<PurgeTally>,
+}
+
+/// A purge authorization found in the ledger, and the purged payloads it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PurgeTally {
+    /// The authorization's entry.
+    pub seq: Seq,
+    pub recorded_at: Timestamp,
+    pub authorization: PurgeAuthorization,
+    /// Payloads purged in its range (each counted under the first authorization after it
+    /// whose range holds it).
+    pub purged: u64,
+    /// `recorded_at` of the newest and oldest entries purged under it.
+    pub newest_purged: Option<Timestamp>,
+    pub oldest_purged: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -166,6 +186,23 @@ pub struct Verifier {
     /// Damage found in what the store keeps beside the entries (Merkle nodes, checkpoints):
     /// reported only when the chain and the checkpoints are sound, since the entries decide.
     store_failure: Option<Failure>,
+    /// Runs of consecutive entries whose payload was purged, matched with the purge
+    /// authorizations (which come after them) when the pass ends. O(runs) memory.
+    purged: Vec<PurgedRun>,
+    /// The purge authorizations seen, in seq order.
+    authorizations: Vec<(Seq, Timestamp, PurgeAuthorization)>,
+    /// An export may hold entries purged before it was written, whose authorization lies
+    /// past its end: those are counted, not failed.
+    purges_authorized_elsewhere: bool,
+}
+
+/// Consecutive purged entries `from..=to` and the span of their `recorded_at`.
+#[derive(Debug, Clone, Copy)]
+struct PurgedRun {
+    from: Seq,
+    to: Seq,
+    oldest: Timestamp,
+    newest: Timestamp,
 }
 
 impl Verifier {
@@ -184,7 +221,18 @@ impl Verifier {
             completed: Vec::new(),
             collect_nodes: false,
             store_failure: None,
+            purged: Vec::new(),
+            authorizations: Vec::new(),
+            purges_authorized_elsewhere: false,
         }
+    }
+
+    /// For an export or archive: an entry purged before the file was written carries no
+    /// payload, and the authorization that covers it may lie past the file's end. Such
+    /// entries are counted in `payloads_purged` (their hashes are still verified) instead of
+    /// failing as `payload_missing`.
+    pub fn accept_purges_authorized_elsewhere(&mut self) {
+        self.purges_authorized_elsewhere = true;
     }
 
     /// Adds checkpoints (already opened with a trusted key) the ledger must extend.
@@ -264,14 +312,26 @@ impl Verifier {
         }
         let alg = self.alg;
         let stream = &self.stream;
-        let findings: Vec<Option<Finding>> = chunk
+        let findings: Vec<(Option<Finding>, Option<PurgeAuthorization>)> = chunk
             .par_iter()
-            .map(|e| check_entry(e, stream, alg).err())
+            .map(|e| match check_entry_or_purged(e, stream, alg) {
+                Ok(()) => match purge_authorization(e) {
+                    Ok(auth) => (None, auth),
+                    Err(finding) => (Some(finding), None),
+                },
+                Err(finding) => (Some(finding), None),
+            })
             .collect();
-        for (entry, finding) in chunk.iter().zip(findings) {
+        for (entry, (finding, authorization)) in chunk.iter().zip(findings) {
             if let Err((seq, problem, detail)) = self.sequential(entry, finding) {
                 self.failure = Some((Some(seq), problem, detail, None));
                 return false;
+            }
+            if entry.payload.is_none() {
+                self.note_purged(entry);
+            }
+            if let Some(a) = authorization {
+                self.authorizations.push((entry.seq, entry.recorded_at, a));
             }
             self.entries += 1;
             self.frontier.push(&entry.entry_hash, &mut self.completed);
@@ -397,7 +457,82 @@ impl Verifier {
         Ok(())
     }
 
+    fn note_purged(&mut self, e: &Entry) {
+        match self.purged.last_mut() {
+            Some(run) if run.to + 1 == e.seq => {
+                run.to = e.seq;
+                run.oldest = run.oldest.min(e.recorded_at);
+                run.newest = run.newest.max(e.recorded_at);
+            }
+            _ => self.purged.push(PurgedRun {
+                from: e.seq,
+                to: e.seq,
+                oldest: e.recorded_at,
+                newest: e.recorded_at,
+            }),
+        }
+    }
+
+    /// Counts each purged entry under the authorization whose runs hold it. Returns the
+    /// tallies, how many purged entries there are, and the first one no authorization covers.
+    fn tally_purges(&self) -> (Vec<PurgeTally>, u64, Option<Seq>) {
+        let mut tallies: Vec<PurgeTally> = self
+            .authorizations
+            .iter()
+            .map(|(seq, at, a)| PurgeTally {
+                seq: *seq,
+                recorded_at: *at,
+                authorization: a.clone(),
+                purged: 0,
+                newest_purged: None,
+                oldest_purged: None,
+            })
+            .collect();
+        // Every authorized run, with its tally, by first seq.
+        let mut runs: Vec<(Seq, Seq, usize)> = tallies
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.authorization.ranges.iter().map(move |&(f, l)| (f, l, i)))
+            .collect();
+        runs.sort_unstable();
+        let (mut total, mut uncovered) = (0u64, None::<Seq>);
+        for run in &self.purged {
+            total += run.to - run.from + 1;
+            // The first authorized run that may reach this purged run.
+            let start = runs.partition_point(|&(_, last, _)| last < run.from);
+            let mut cursor = run.from; // everything before it is accounted for
+            for &(first, last, i) in runs[start..].iter().take_while(|r| r.0 <= run.to) {
+                if first > cursor && uncovered.is_none() {
+                    uncovered = Some(cursor);
+                }
+                let (a, b) = (first.max(run.from), last.min(run.to));
+                let t = &mut tallies[i];
+                t.purged += b - a + 1;
+                // Run-level times: conservative (the newest can only be earlier).
+                t.newest_purged = Some(t.newest_purged.map_or(run.newest, |n| n.max(run.newest)));
+                t.oldest_purged = Some(t.oldest_purged.map_or(run.oldest, |o| o.min(run.oldest)));
+                cursor = cursor.max(b + 1);
+            }
+            if cursor <= run.to && uncovered.is_none() {
+                uncovered = Some(cursor);
+            }
+        }
+        (tallies, total, uncovered)
+    }
+
     pub fn finish(self) -> VerifyReport {
+        let (purges, payloads_purged, uncovered) = self.tally_purges();
+        // Only a complete pass has seen every authorization that could cover a purge.
+        let unauthorized = uncovered
+            .filter(|_| self.failure.is_none() && !self.purges_authorized_elsewhere)
+            .map(|seq| {
+                (
+                    Some(seq),
+                    Problem::PayloadMissing,
+                    format!("entry {seq} has no payload, and no purge authorization after it covers it: it was purged without authorization"),
+                    None,
+                )
+            });
         let truncated = self.claims.front().map(|claim| {
             (
                 Some(self.entries),
@@ -412,7 +547,11 @@ impl Verifier {
                 Some(claim.checkpoint.size),
             )
         });
-        let failure = self.failure.or(truncated).or(self.store_failure);
+        let failure = self
+            .failure
+            .or(unauthorized)
+            .or(truncated)
+            .or(self.store_failure);
         let (ok, first_bad_seq, problem, detail, checkpoint_size) = match failure {
             None => (true, None, None, None, None),
             Some((seq, p, d, size)) => (false, seq, Some(p), Some(d), size),
@@ -428,6 +567,8 @@ impl Verifier {
             detail,
             checkpoint_size,
             checkpoints_verified: self.checkpoints_verified,
+            payloads_purged,
+            purges,
         }
     }
 }
@@ -452,8 +593,9 @@ pub(crate) fn check_genesis(e: &Entry, stream: &StreamId) -> Result<(), (Seq, Pr
             }
             Ok(())
         }
+        None => bad("the genesis entry has no payload".into()),
         // A payload that fails to decode or digest is reported by the per-entry check.
-        Some(Err(_)) | None => Ok(()),
+        Some(Err(_)) => Ok(()),
         Some(Ok(_)) => bad("entry 0 is not a genesis entry".into()),
     }
 }
@@ -496,6 +638,50 @@ pub(crate) fn check_stored_entry(
                 ))
             }
         }
+    }
+}
+
+/// [`check_entry`] for a full verification, where a purged payload is allowed if an
+/// authorization covers it (matched when the pass ends): a purged entry's hash must still
+/// match its fields, and it may keep no column extracted from the payload it lost.
+fn check_entry_or_purged(e: &Entry, stream: &StreamId, alg: HashAlg) -> Result<(), Finding> {
+    if e.payload.is_some() {
+        return check_entry(e, stream, alg);
+    }
+    check_stored_entry(e, stream, alg)?;
+    if e.columns != Columns::undecodable() {
+        // A purge clears the columns with the payload; a payload deleted by other means
+        // leaves them behind.
+        return Err((
+            Problem::PayloadMissing,
+            format!(
+                "entry {}'s payload was removed but its columns remain: not by a purge",
+                e.seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The purge authorization an entry carries, if its (verified) action says it is one. An
+/// entry that claims the action but carries no authorization record is malformed: an
+/// authorization must say what it authorizes.
+fn purge_authorization(e: &Entry) -> Result<Option<PurgeAuthorization>, Finding> {
+    if e.columns.action.as_deref() != Some(PURGE_ACTION) {
+        return Ok(None);
+    }
+    match e.decode_payload() {
+        Some(Ok(Payload::Event(StoredEvent {
+            record: Some(Record::PurgeAuthorization(a)),
+            ..
+        }))) if a.is_well_formed(e.seq) => Ok(Some(a)),
+        _ => Err((
+            Problem::MalformedPayload,
+            format!(
+                "entry {} is a {PURGE_ACTION} event without a well-formed purge authorization (runs before it, within its span, adding up to its count)",
+                e.seq
+            ),
+        )),
     }
 }
 
@@ -740,6 +926,128 @@ mod tests {
             e.recorded_at,
             &e.prev_hash,
             &e.payload_digest,
+        );
+    }
+
+    /// `chain(n)` with a purge authorization for `from..=to` appended, and the payloads of
+    /// `purge` removed the way a store removes them.
+    fn purged_chain(n: u64, from: Seq, to: Seq, purge: &[Seq]) -> Vec<Entry> {
+        use crate::pseudonym::{PseudonymKey, Pseudonymizer};
+        use crate::record::PurgedRule;
+        let mut c = chain(n);
+        let ingest = crate::Ingest::new(Pseudonymizer::new(PseudonymKey::from_bytes([1; 32])));
+        let body = serde_json::json!({"occurred_at": "2026-11-22T14:03:11Z",
+            "action": PURGE_ACTION, "outcome": "success", "actor": {"role": "admin"},
+            "source": "auditledger"});
+        let auth = PurgeAuthorization {
+            to,
+            from,
+            count: (to - from + 1),
+            holds: vec![],
+            rules: vec![PurgedRule {
+                rule: "default".into(),
+                count: purge.len() as u64,
+                years: 6,
+                newest: to as i64,
+            }],
+            ranges: vec![(from, to)],
+            archive: "00".repeat(32),
+            archive_size: n,
+            authorized_by: "test".into(),
+        };
+        let prepared = ingest
+            .prepare_record(&body, Record::PurgeAuthorization(auth))
+            .unwrap();
+        let prev = c.last().unwrap().entry_hash;
+        c.push(prepared.chain(
+            &StreamId::default(),
+            n,
+            Timestamp(n as i64),
+            prev,
+            HashAlg::Sha256,
+        ));
+        for &seq in purge {
+            c[seq as usize].payload = None;
+            c[seq as usize].columns = Columns::undecodable();
+        }
+        c
+    }
+
+    #[test]
+    fn authorized_purges_verify_and_are_counted() {
+        let r = run(&purged_chain(10, 1, 6, &[1, 2, 3, 5, 6]));
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.payloads_purged, 5);
+        assert_eq!(r.purges.len(), 1);
+        let t = &r.purges[0];
+        assert_eq!((t.seq, t.purged), (10, 5));
+        assert_eq!(
+            (t.oldest_purged, t.newest_purged),
+            (Some(Timestamp(1)), Some(Timestamp(6)))
+        );
+    }
+
+    #[test]
+    fn a_purge_without_authorization_is_payload_missing() {
+        // Outside the authorized range.
+        let r = run(&purged_chain(10, 1, 3, &[2, 7]));
+        assert_eq!(
+            (r.first_bad_seq, r.problem),
+            (Some(7), Some(Problem::PayloadMissing))
+        );
+        // No authorization at all.
+        let mut c = chain(10);
+        c[4].payload = None;
+        c[4].columns = Columns::undecodable();
+        let r = run(&c);
+        assert_eq!(
+            (r.first_bad_seq, r.problem),
+            (Some(4), Some(Problem::PayloadMissing))
+        );
+        // ... unless the file is an archive whose authorizations lie past its end.
+        let mut v = Verifier::new(StreamId::default());
+        v.accept_purges_authorized_elsewhere();
+        v.push(&c);
+        let r = v.finish();
+        assert!(r.ok, "{r:?}");
+        assert_eq!((r.payloads_purged, r.purges.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_purged_entry_keeps_no_column_and_its_hash() {
+        let mut c = purged_chain(10, 1, 6, &[3]);
+        c[3].columns.action = Some("read".into());
+        assert_eq!(run(&c).problem, Some(Problem::PayloadMissing));
+        let mut c = purged_chain(10, 1, 6, &[3]);
+        c[3].recorded_at = Timestamp(1);
+        assert_eq!(run(&c).problem, Some(Problem::HashMismatch));
+        let mut c = purged_chain(10, 0, 6, &[0]);
+        c[0].columns.kind = EntryKind::Genesis;
+        c[0].columns = Columns::undecodable();
+        assert_eq!(run(&c).problem, Some(Problem::BadGenesis));
+    }
+
+    #[test]
+    fn a_purge_action_without_an_authorization_record_is_malformed() {
+        let mut c = chain(10);
+        let mut forged = purged_chain(10, 1, 2, &[])[10].clone();
+        let Some(Ok(Payload::Event(mut e))) = forged.decode_payload() else {
+            unreachable!()
+        };
+        e.record = None;
+        let prepared = PreparedEntry::new(&Payload::Event(e), HashAlg::Sha256);
+        forged = prepared.chain(
+            &StreamId::default(),
+            10,
+            Timestamp(10),
+            c[9].entry_hash,
+            HashAlg::Sha256,
+        );
+        c.push(forged);
+        let r = run(&c);
+        assert_eq!(
+            (r.first_bad_seq, r.problem),
+            (Some(10), Some(Problem::MalformedPayload))
         );
     }
 

@@ -86,6 +86,7 @@ impl SecurityProjection {
                 d.first_seq,
                 d.last_seq
             )),
+            record: None,
             source: SOURCE.to_owned(),
             outcome: "success".to_owned(),
             request: None,

@@ -9,6 +9,10 @@
 //! - [`projection`]: projections' saved positions (optimistic concurrency) and read-model rows
 //!   (upserts, deletes, range reads), committed together or not at all.
 //! - [`phi_access`]: the `phi-access` projection and its readers, against known answers.
+//! - [`purge`]: purging old payloads under a purge authorization, the one change a store lets
+//!   through, and the rule the database itself enforces on it (through [`DirectSql`]).
+//! - [`retention`]: retention end to end with a controllable clock: holds, the check and
+//!   each violation it names, the plan, archive and purge.
 //! - [`rollback`]: truncation and rewrites that keep the chain consistent, caught by a signed
 //!   checkpoint taken before the attack (and by the store's own Merkle nodes and checkpoints).
 
@@ -24,6 +28,8 @@ use serde_json::{json, Value};
 pub mod behaviour;
 pub mod phi_access;
 pub mod projection;
+pub mod purge;
+pub mod retention;
 pub mod rollback;
 pub mod runner;
 pub mod tamper;
@@ -41,6 +47,18 @@ pub trait Tamper: Send + Sync {
     async fn insert_raw(&self, row: &Entry);
     /// Adds `delta` to the seq of every row with seq >= `from` (highest first when moving up).
     async fn renumber(&self, stream: &StreamId, from: Seq, delta: i64);
+}
+
+/// A connection straight to the store's database with every protection left on: what an
+/// operator, or an attacker, with ordinary write access to the database can do (unlike
+/// [`Tamper`], which turns the protections off as only the owner of the file or a superuser
+/// could). Statements name tables unqualified (a PostgreSQL implementation sets its
+/// `search_path` to the ledger's schema) and write booleans as `true`/`false`, which both
+/// databases read.
+#[async_trait]
+pub trait DirectSql: Send + Sync {
+    /// Runs one statement and returns the rows it changed, or the database's error message.
+    async fn execute(&self, sql: &str) -> Result<u64, String>;
 }
 
 /// The pseudonymizer every suite uses.

@@ -319,6 +319,15 @@ impl Store for FlakyCommits {
     async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
         self.inner.append(batch).await
     }
+    async fn purge_payloads(
+        &self,
+        s: &StreamId,
+        authorization: Seq,
+        from: Seq,
+        to: Seq,
+    ) -> Result<u64, StoreError> {
+        self.inner.purge_payloads(s, authorization, from, to).await
+    }
     async fn find_idempotent(
         &self,
         s: &StreamId,

@@ -9,7 +9,8 @@
 //!   COPY in one transaction, scans streamed by `COPY ... TO STDOUT` in a snapshot.
 //!
 //! What the database itself guarantees (see `docs/POSTGRES.md`): entries, Merkle nodes and
-//! checkpoints are append-only (triggers refuse UPDATE, DELETE and TRUNCATE); `(stream, seq)`
+//! checkpoints are append-only (triggers refuse UPDATE, DELETE and TRUNCATE; the one UPDATE of
+//! entries let through removes an old payload under a purge authorization); `(stream, seq)`
 //! and `(stream, idem)` are unique; an entry that does not continue the chain is refused. So
 //! even a buggy or second writer cannot fork a stream; this crate only maps those refusals to
 //! [`ledger::StoreError::Conflict`] so the writer re-reads the head and retries.

@@ -13,6 +13,9 @@
 //!   `REPEATABLE READ READ ONLY` transaction on a connection of its own, decoded as it streams
 //!   and handed over in chunks of [`SCAN_CHUNK`] through a channel of two chunks, so memory is
 //!   constant and the verifier hashes while the server sends.
+//! - **purge** (schema 3): one call of the `purge_payloads` function, which runs as the schema's
+//!   owner (the writer role has no UPDATE on entries); it and the row trigger on entries
+//!   refuse with SQLSTATE `ALP01`, mapped to [`StoreError::Refused`].
 //! - **projections** (schema 2): a commit is one transaction: the saved position is moved by a
 //!   conditional `UPDATE ... WHERE seq = expected` (or an `INSERT ... ON CONFLICT DO NOTHING`
 //!   for a first commit), zero rows meaning another runner got there first; then the read-model
@@ -47,6 +50,10 @@ use crate::schema::{describe_config, SchemaName};
 
 /// SQLSTATE the chain trigger raises (`migrations/postgres/V1__entries.sql`).
 const CHAIN_REFUSED: &str = "ALC01";
+
+/// SQLSTATE of a refused purge: the `purge_payloads` function's checks and the row trigger on
+/// entries (`migrations/postgres/V3__purge.sql`).
+const PURGE_REFUSED: &str = "ALP01";
 
 /// Most read-model rows written by one `INSERT ... unnest` statement of a projection commit.
 pub const PUT_CHUNK: usize = 4096;
@@ -134,6 +141,7 @@ struct Sql {
     copy_entries: String,
     insert_entries: String,
     insert_nodes: String,
+    purge_payloads: String,
     find_idempotent: String,
     get: String,
     read: String,
@@ -162,6 +170,8 @@ impl Sql {
                 "INSERT INTO {s}.entries ({ENTRY_COLUMNS}) SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bool[], $15::bytea[])"
             ),
             insert_nodes: format!("INSERT INTO {s}.merkle_nodes (stream, level, idx, hash) SELECT $1, * FROM unnest($2::int2[], $3::int8[], $4::bytea[])"),
+            // The one privileged function of schema 3: the writer has no UPDATE on entries.
+            purge_payloads: format!("SELECT {s}.purge_payloads($1, $2, $3, $4)"),
             find_idempotent: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND idem = ANY($2::bytea[])"),
             get: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND seq = $2"),
             read: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND seq >= $2 ORDER BY seq LIMIT $3"),
@@ -234,6 +244,19 @@ fn append_error(e: tokio_postgres::Error) -> StoreError {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION || c.code() == CHAIN_REFUSED => {
             StoreError::Conflict(pg_message(&e))
         }
+        _ => backend(e),
+    }
+}
+
+/// The purge function's or the entries trigger's refusal is the store's rule (`Refused`, nothing
+/// changed); anything else is a backend failure.
+fn purge_error(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if c.code() == PURGE_REFUSED => StoreError::Refused(
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| pg_message(&e)),
+        ),
         _ => backend(e),
     }
 }
@@ -606,6 +629,36 @@ impl Store for PostgresStore {
         // An error before this point drops `tx`, which rolls back: all or nothing. An error
         // from COMMIT itself is ambiguous; the writer re-reads the head to find out.
         tx.commit().await.map_err(backend)
+    }
+
+    async fn purge_payloads(
+        &self,
+        stream: &StreamId,
+        authorization: Seq,
+        from: Seq,
+        to: Seq,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.purge_payloads)
+            .await
+            .map_err(backend)?;
+        // One statement, so one transaction: a refused row leaves the whole range in place.
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &stream.as_str(),
+                    &seq_param(authorization),
+                    &seq_param(from),
+                    &seq_param(to),
+                ],
+            )
+            .await
+            .map_err(purge_error)?;
+        let removed: i64 = row.try_get(0).map_err(corrupt)?;
+        u64::try_from(removed)
+            .map_err(|_| StoreError::Corrupt(format!("purge_payloads returned {removed}")))
     }
 
     async fn find_idempotent(

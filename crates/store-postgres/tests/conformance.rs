@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use common::{superuser, TestSchema};
 use ledger::{Entry, Seq, Store, StreamId};
-use store_conformance::Tamper;
+use store_conformance::{DirectSql, Tamper};
 use store_postgres::{PostgresStore, SchemaName};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
@@ -174,6 +174,158 @@ async fn attackable(
     (store, tamper)
 }
 
+/// A superuser session on the ledger's schema with every trigger on: the database owner (or
+/// anyone who got its password) working on the tables directly.
+struct PostgresDirect {
+    client: Client,
+}
+
+#[async_trait]
+impl DirectSql for PostgresDirect {
+    async fn execute(&self, sql: &str) -> Result<u64, String> {
+        self.client.execute(sql, &[]).await.map_err(|e| {
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())
+        })
+    }
+}
+
+/// A fresh migrated schema and a direct session on it; the schema is dropped with `schemas`.
+async fn purgeable(schemas: Arc<Mutex<Vec<TestSchema>>>) -> (Arc<dyn Store>, Arc<dyn DirectSql>) {
+    let schema = TestSchema::migrated("purge").await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    let client = superuser().await;
+    client
+        .batch_execute(&format!("SET search_path TO {}", schema.name))
+        .await
+        .unwrap();
+    schemas.lock().unwrap().push(schema);
+    (store, Arc::new(PostgresDirect { client }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_follow_the_rule() {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::purge::run_all(|| purgeable(schemas.clone())).await;
+}
+
+/// The writer role purges through `purge_payloads()` and only through it: the function's
+/// checks and the trigger hold for it, it still has no UPDATE, DELETE or TRUNCATE on entries,
+/// and a temporary table of its own named `entries` does not stand in for the ledger's (in the
+/// function, the purge trigger or the chain trigger). The
+/// auditor may not call the function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_purges_only_through_the_function() {
+    use store_conformance::purge::{
+        purge_ledger, purged, snapshot, AUTHORIZATION, INSIDE_FLOOR, PURGED_COLUMNS, RECENT,
+    };
+
+    let schema = TestSchema::migrated("purge_roles").await;
+    let store: Arc<dyn Store> = Arc::new(schema.store().await);
+    let stream = StreamId::default();
+    purge_ledger(store.clone(), &stream).await;
+    let before = snapshot(store.as_ref(), &stream).await;
+    let s = &schema.name;
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_owned());
+
+    let w = superuser().await;
+    w.batch_execute("SET ROLE auditledger_writer")
+        .await
+        .unwrap();
+    let call = format!("SELECT {s}.purge_payloads($1, $2, $3, $4)");
+    let n: i64 = w
+        .query_one(&call, &[&"default", &(AUTHORIZATION as i64), &1i64, &5i64])
+        .await
+        .expect("the writer purges an eligible range")
+        .get(0);
+    assert_eq!(n, 5);
+    let err = w
+        .query_one(
+            &call,
+            &[
+                &"default",
+                &(AUTHORIZATION as i64),
+                &(INSIDE_FLOOR as i64),
+                &(INSIDE_FLOOR as i64),
+            ],
+        )
+        .await
+        .expect_err("inside the floor");
+    assert_eq!(code(err).as_deref(), Some("ALP01"));
+    for sql in [
+        format!("UPDATE {s}.entries SET {PURGED_COLUMNS} WHERE stream = 'default' AND seq = 6"),
+        format!("DELETE FROM {s}.entries WHERE seq = 6"),
+        format!("TRUNCATE {s}.entries"),
+    ] {
+        let err = w.batch_execute(&sql).await.expect_err(&sql);
+        assert_eq!(code(err).as_deref(), Some("42501"), "{sql}");
+    }
+    // A look-alike table in the writer's own temporary schema, holding a forged authorization
+    // recorded far in the future: the function still reads the ledger's table.
+    w.batch_execute(&format!(
+        "CREATE TEMP TABLE entries (LIKE {s}.entries);
+         INSERT INTO pg_temp.entries (stream, seq, recorded_at, payload_digest, prev_hash, entry_hash, kind, action, phi)
+         SELECT stream, 1000, 9000000000000000000, payload_digest, prev_hash, entry_hash, kind, 'retention_purge', false
+         FROM {s}.entries WHERE stream = 'default' AND seq = 1;"
+    ))
+    .await
+    .unwrap();
+    let err = w
+        .query_one(
+            &call,
+            &[
+                &"default",
+                &1000i64,
+                &(*RECENT.start() as i64),
+                &(*RECENT.end() as i64),
+            ],
+        )
+        .await
+        .expect_err("a forged authorization in pg_temp");
+    assert_eq!(code(err).as_deref(), Some("ALP01"));
+    // Nor for the chain trigger: a fork linked to a forged predecessor in pg_temp is refused.
+    let cols = store_postgres::binary::ENTRY_COLUMNS;
+    let head = store_conformance::purge::HEAD;
+    w.batch_execute(&format!(
+        "INSERT INTO pg_temp.entries (stream, seq, recorded_at, payload_digest, prev_hash, entry_hash, kind, phi)
+         SELECT stream, seq, recorded_at, payload_digest, prev_hash, decode(repeat('ee', 32), 'hex'), kind, false
+         FROM {s}.entries WHERE stream = 'default' AND seq = {head};"
+    ))
+    .await
+    .unwrap();
+    let fork = format!(
+        "INSERT INTO {s}.entries ({cols})
+         SELECT stream, seq + 1, recorded_at, payload, payload_digest, decode(repeat('ee', 32), 'hex'), entry_hash, kind,
+                occurred_at, action, outcome, actor, patient, phi, NULL
+         FROM {s}.entries WHERE stream = 'default' AND seq = {head}"
+    );
+    let err = w
+        .batch_execute(&fork)
+        .await
+        .expect_err("a fork via pg_temp");
+    assert_eq!(code(err).as_deref(), Some("ALC01"));
+
+    let a = superuser().await;
+    a.batch_execute("SET ROLE auditledger_auditor")
+        .await
+        .unwrap();
+    let err = a
+        .query_one(&call, &[&"default", &(AUTHORIZATION as i64), &6i64, &7i64])
+        .await
+        .expect_err("the auditor may not purge");
+    assert_eq!(code(err).as_deref(), Some("42501"));
+
+    let after = snapshot(store.as_ref(), &stream).await;
+    for (b, e) in before.iter().zip(&after) {
+        if (1..=5).contains(&b.seq) {
+            assert_eq!(e, &purged(b), "entry {}", b.seq);
+        } else {
+            assert_eq!(e, b, "entry {}", b.seq);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_is_caught_and_named() {
     let schemas = Arc::new(Mutex::new(Vec::new()));
@@ -200,7 +352,8 @@ async fn the_phi_access_projection_is_exact() {
     store_conformance::phi_access::run_all(|| attackable("phi_access", schemas.clone())).await;
 }
 
-/// Even the owner (a superuser) cannot change a row while the triggers are on.
+/// Even the owner (a superuser) cannot change a row while the triggers are on (the one UPDATE
+/// of entries schema 3 lets through, a purge under its rule, is `purges_follow_the_rule`'s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_update_delete_and_truncate() {
     let schema = TestSchema::migrated("append_only").await;
@@ -225,7 +378,10 @@ async fn the_database_refuses_update_delete_and_truncate() {
             .as_db_error()
             .map(|d| d.message().to_owned())
             .unwrap_or_default();
-        assert!(msg.contains("append-only"), "{sql}: {err:?}");
+        assert!(
+            msg.contains("append-only") || msg.contains("purge refused"),
+            "{sql}: {err:?}"
+        );
     }
     let count: i64 = db
         .query_one(&format!("SELECT count(*) FROM {s}.entries"), &[])
@@ -573,4 +729,10 @@ fn url_as(role: &str, password: &str) -> String {
         url.get_ports().first().copied().unwrap_or(5432),
         url.get_dbname().unwrap_or("test")
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_holds_checks_and_purges() {
+    let schemas = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::retention::run_all(|| attackable("retention", schemas.clone())).await;
 }

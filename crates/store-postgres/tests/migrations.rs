@@ -151,7 +151,7 @@ async fn bad_schema_names_and_urls_are_refused_before_connecting() {
 }
 
 /// A schema a version-1 build migrated and filled: this build refuses it until migrated, the
-/// migration applies version 2 only, and the ledger then verifies and runs projections.
+/// migration applies versions 2 and 3 only, and the ledger then verifies and runs projections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_schema_is_upgraded() {
     use std::sync::Arc;
@@ -202,7 +202,10 @@ async fn a_version_1_schema_is_upgraded() {
     );
     let report = migrate(&schema.url, &schema.name).await.unwrap();
     assert_eq!(report.version, SCHEMA_VERSION);
-    assert_eq!(report.applied, [(2, "projections".to_owned())]);
+    assert_eq!(
+        report.applied,
+        [(2, "projections".to_owned()), (3, "purge".to_owned())]
+    );
 
     let store: Arc<dyn Store> = Arc::new(schema.store().await);
     let verified = ledger::verify::verify_store(
@@ -232,6 +235,24 @@ async fn a_version_1_schema_is_upgraded() {
             .unwrap()
             .get(0);
         assert_eq!(has, granted, "writer {privilege} on {table}");
+    }
+    // The purge function (schema 3): the writer may call it, nobody else but the owner.
+    for (role, granted) in [("auditledger_writer", true), ("auditledger_auditor", false)] {
+        let has: bool = db
+            .query_one(
+                "SELECT has_function_privilege($1, $2, 'EXECUTE')",
+                &[
+                    &role,
+                    &format!(
+                        "{}.purge_payloads(text, bigint, bigint, bigint)",
+                        schema.name
+                    ),
+                ],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(has, granted, "{role} executes purge_payloads");
     }
     // Appending continues the old chain.
     store_conformance::fill(store.clone(), &stream, 3, 3).await;

@@ -4,6 +4,9 @@
 //!   `append` returns, so a receipt is never given for an entry a crash could lose.
 //! - The schema (`migrations/sqlite/`) refuses UPDATE and DELETE on entries and refuses an
 //!   insert that does not continue the chain, so even a buggy or second writer cannot fork it.
+//! - Schema 3 lets exactly one UPDATE through: a purge of old payloads (`purge_payloads`), and
+//!   only for entries recorded six years or more before a purge authorization after them; the
+//!   triggers check every row, whoever runs the UPDATE.
 //! - Projections' positions and read-model rows (schema 2) are ordinary tables: derived data,
 //!   updated and deleted in place, each commit one transaction on the writer connection.
 //! - Writes go through one connection; reads use their own, and a scan opens a connection of
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ledger::record::PURGE_ACTION;
 use ledger::store::SCAN_CHUNK;
 use ledger::{
     AppendBatch, Clock, Columns, Digest, Entry, EntryChunks, EntryKind, Head, MerkleNode,
@@ -32,7 +36,7 @@ mod embedded {
 pub const DB_FILE: &str = "ledger.db";
 
 /// Highest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 const COLUMNS: &str = "stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, idem";
 
@@ -59,6 +63,22 @@ fn insert_error(e: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Backend(text),
     }
+}
+
+/// Maps a purge failure: the triggers' refusal (schema 3) is the store's rule, not a fault.
+fn purge_error(e: rusqlite::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("purge refused") {
+        StoreError::Refused(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+/// Sequence numbers are SQLite integers (i64); a `Seq` beyond `i64::MAX` cannot exist in the
+/// table.
+fn seq_param(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -401,6 +421,65 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(backend)?
+    }
+
+    async fn purge_payloads(
+        &self,
+        stream: &StreamId,
+        authorization: Seq,
+        from: Seq,
+        to: Seq,
+    ) -> Result<u64, StoreError> {
+        let stream = stream.clone();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let action: Option<Option<String>> = tx
+                .prepare_cached("SELECT action FROM entries WHERE stream = ?1 AND seq = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![stream.as_str(), seq_param(authorization)], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                })
+                .map_err(backend)?;
+            match action {
+                None => {
+                    return Err(StoreError::Refused(format!(
+                        "stream {stream} has no entry {authorization}"
+                    )))
+                }
+                Some(a) if a.as_deref() != Some(PURGE_ACTION) => {
+                    return Err(StoreError::Refused(format!(
+                        "entry {authorization} of stream {stream} is not a purge authorization"
+                    )))
+                }
+                Some(_) => {}
+            }
+            if authorization <= to {
+                return Err(StoreError::Refused(format!(
+                    "the authorization (entry {authorization}) must come after the purged range (up to {to})"
+                )));
+            }
+            // The triggers (schema 3) check every row: recorded at least six years before a purge
+            // authorization after it, nothing but the payload and its columns changed.
+            let removed = tx
+                .prepare_cached(
+                    "UPDATE entries SET payload = NULL, occurred_at = NULL, action = NULL, outcome = NULL,
+                     actor = NULL, patient = NULL, phi = 0, idem = NULL
+                     WHERE stream = ?1 AND seq BETWEEN ?2 AND ?3 AND payload IS NOT NULL",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![stream.as_str(), seq_param(from), seq_param(to)])
+                })
+                .map_err(purge_error)?;
+            // Dropping the transaction on an error above rolls it back: a refused row leaves
+            // every payload of the range in place.
+            tx.commit().map_err(backend)?;
+            Ok(removed as u64)
+        })
+        .await
     }
 
     async fn find_idempotent(

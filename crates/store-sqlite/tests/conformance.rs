@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ledger::{Entry, Seq, Store, StreamId};
 use rusqlite::{params, Connection};
-use store_conformance::Tamper;
+use store_conformance::{DirectSql, Tamper};
 use store_sqlite::SqliteStore;
 
 /// An attacker with write access to the file: drops the protective triggers, then edits rows.
@@ -20,7 +20,8 @@ impl SqliteTamper {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .unwrap();
         conn.execute_batch(
-            "DROP TRIGGER entries_no_update; DROP TRIGGER entries_no_delete; DROP TRIGGER entries_continue_chain;",
+            "DROP TRIGGER entries_update_only_purges; DROP TRIGGER entries_purge_authorized;
+             DROP TRIGGER entries_no_delete; DROP TRIGGER entries_continue_chain;",
         )
         .unwrap();
         SqliteTamper {
@@ -85,6 +86,40 @@ impl Tamper for SqliteTamper {
     }
 }
 
+/// A second connection to the file with every trigger in place: what any program that can
+/// write the file does without going through the store.
+struct SqliteDirect {
+    conn: Mutex<Connection>,
+}
+
+#[async_trait]
+impl DirectSql for SqliteDirect {
+    async fn execute(&self, sql: &str) -> Result<u64, String> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute(sql, [])
+            .map(|n| n as u64)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A fresh ledger file and a direct connection to it; the directory lives as long as `dirs`.
+async fn purgeable(
+    dirs: Arc<Mutex<Vec<tempfile::TempDir>>>,
+) -> (Arc<dyn Store>, Arc<dyn DirectSql>) {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let conn = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    dirs.lock().unwrap().push(dir);
+    (
+        store,
+        Arc::new(SqliteDirect {
+            conn: Mutex::new(conn),
+        }),
+    )
+}
+
 /// A fresh ledger file and an attacker on it; the directory lives as long as `dirs`.
 async fn attackable(dirs: Arc<Mutex<Vec<tempfile::TempDir>>>) -> (Arc<dyn Store>, Arc<dyn Tamper>) {
     let dir = fresh_dir();
@@ -132,6 +167,12 @@ async fn the_security_projection_is_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_follow_the_rule() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::purge::run_all(|| purgeable(dirs.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_phi_access_projection_is_exact() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
     store_conformance::phi_access::run_all(|| attackable(dirs.clone())).await;
@@ -146,7 +187,8 @@ async fn the_database_refuses_update_and_delete() {
     let update = conn
         .execute("UPDATE entries SET action = 'x' WHERE seq = 1", [])
         .unwrap_err();
-    assert!(update.to_string().contains("append-only"), "{update}");
+    // Schema 3 lets one UPDATE through, a purge under its rule (see `purges_follow_the_rule`).
+    assert!(update.to_string().contains("purge refused"), "{update}");
     let delete = conn
         .execute("DELETE FROM entries WHERE seq = 3", [])
         .unwrap_err();
@@ -189,7 +231,7 @@ async fn reopening_keeps_the_ledger_and_refuses_a_newer_schema() {
     assert!(err.contains("99") || err.contains("migrat"), "{err}");
 }
 
-/// A ledger file a version-1 build created and filled: opening it applies version 2, and the
+/// A ledger file a version-1 build created and filled: opening it applies versions 2 and 3, and the
 /// ledger then verifies, appends and runs projections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_ledger_is_upgraded_on_open() {
@@ -241,7 +283,7 @@ async fn a_version_1_ledger_is_upgraded_on_open() {
         let v = s.query_map([], |r| r.get(0)).unwrap();
         v.collect::<Result<_, _>>().unwrap()
     };
-    assert_eq!(versions, [1, store_sqlite::SCHEMA_VERSION]);
+    assert_eq!(versions, [1, 2, store_sqlite::SCHEMA_VERSION]);
     let report = ledger::verify::verify_store(
         store.as_ref(),
         &stream,
@@ -287,4 +329,10 @@ async fn read_models_are_not_append_only() {
     )
     .unwrap();
     assert_eq!(store.projection("p", &stream).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_holds_checks_and_purges() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    store_conformance::retention::run_all(|| attackable(dirs.clone())).await;
 }

@@ -34,6 +34,7 @@ fn event(at: i64, action: &str, user: Option<&str>, patient: Option<&str>) -> St
         },
         action: action.to_owned(),
         detail: None,
+        record: None,
         source: "ehr-web".into(),
         outcome: "success".into(),
         request: None,
