@@ -451,8 +451,10 @@ pub async fn purge(
             PURGE_ACTION,
             "success",
             &format!(
-                "purge of {} payload(s) in entries {from}..={to} authorized",
-                plan.eligible
+                "purge of {} payload(s) in entries {from}..={to} authorized; kept: {} inside their horizon, {} under a legal hold",
+                plan.eligible,
+                plan.inside_horizon,
+                plan.held.iter().map(|h| h.count).sum::<u64>()
             ),
             Some(Record::PurgeAuthorization(record.clone())),
         )
