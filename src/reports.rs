@@ -1,21 +1,27 @@
 //! Gathers what the reports rest on, for the command line and the HTTP server alike: the
-//! `phi-access` and `security` read models for the figures, and the ledger itself for the
-//! evidence. A report never presents a figure as sound on the read model's word: the entries a
+//! `phi-access`, `security` and `retention` read models for the figures, and the ledger itself
+//! for the evidence. A report never presents a figure as sound on the read model's word: the entries a
 //! disclosures report cites are re-read, re-verified and re-derived, and proven to be in the
 //! latest signed checkpoint; the compliance report verifies the chain over the period's
 //! entries and ties its last entry to that checkpoint.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use ledger::checkpoint::{Checkpoint, NoteVerifier};
 use ledger::evidence::{anchor_entries, verify_segment, AnchorReport, SegmentReport};
+use ledger::projection::{ProjectionError, Runner};
 use ledger::verify::check_entry;
-use ledger::{Digest, Payload, Pseudonymizer, Seq, Store, StoreError, StreamId, Timestamp};
+use ledger::{
+    Digest, GroupCommitWriter, Payload, Pseudonymizer, Seq, Store, StoreError, StreamId, Timestamp,
+};
 use phi_access::model::Access;
 use phi_access::report::{
     build_hipaa, CheckpointInfo, DisclosureLine, DisclosureReport, HipaaInput, HipaaReport,
     Integrity, Period, SecurityEventRow, SecurityInput,
 };
 use phi_access::{read, AnalyticsConfig, SiteCalendar};
+use retention::{RetentionConfig, RetentionProjection};
 use security::Severity;
 use serde_json::{json, Value};
 
@@ -29,6 +35,33 @@ pub struct Sources<'a> {
     pub config: &'a AnalyticsConfig,
     /// The key the stored checkpoints must be signed with; without it nothing is anchored.
     pub checkpoint_key: Option<&'a NoteVerifier>,
+}
+
+/// Brings the `retention` projection (holds, coverage, checks, purges) up to the head. It
+/// appends nothing, so any writer of the stream does. A projection stopped by a damaged entry
+/// keeps what it applied before it: that is returned as a warning, since the report's own
+/// verification names the damage. Another runner moving it (a server) is fine too.
+pub async fn catch_up_retention(
+    store: Arc<dyn Store>,
+    writer: GroupCommitWriter,
+    config: &RetentionConfig,
+    progress: impl FnMut(u64, u64) + Send,
+) -> Result<Option<String>, ProjectionError> {
+    let projection = RetentionProjection::new(config.coverage.clone());
+    let mut runner = Runner::open(store, writer, projection).await?;
+    match runner.catch_up(progress).await {
+        Ok(_) | Err(ProjectionError::Moved(_)) => Ok(None),
+        Err(ProjectionError::Damaged {
+            seq,
+            problem,
+            detail,
+        }) => Ok(Some(format!(
+            "the retention projection stopped before entry {seq} ({}): {detail}; the retention \
+             section covers the entries before it",
+            problem.as_str()
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// A disclosures request.
@@ -419,10 +452,25 @@ fn span_of(days: &[phi_access::DayTotals]) -> Option<(Seq, Seq)> {
     first.zip(last)
 }
 
-/// The HIPAA compliance report for site days `[from, to)`. `progress` sees the count of
-/// entries verified so far.
+/// The HIPAA compliance report for site days `[from, to)`, without its retention section
+/// (which then says retention checks are not available): [`hipaa_with_retention`] with
+/// `None`.
 pub async fn hipaa(
     src: &Sources<'_>,
+    from: NaiveDate,
+    to: NaiveDate,
+    progress: impl FnMut(u64) + Send,
+) -> Result<HipaaReport, StoreError> {
+    hipaa_with_retention(src, None, from, to, progress).await
+}
+
+/// The HIPAA compliance report for site days `[from, to)`. `progress` sees the count of
+/// entries verified so far. With `retention` (the policy and coverage settings), the retention
+/// section is filled from the retention read model as it is, over the same instants by the
+/// ledger's clock (`recorded_at`): bring it up to the head first ([`catch_up_retention`]).
+pub async fn hipaa_with_retention(
+    src: &Sources<'_>,
+    retention: Option<&RetentionConfig>,
     from: NaiveDate,
     to: NaiveDate,
     progress: impl FnMut(u64) + Send,
@@ -437,6 +485,14 @@ pub async fn hipaa(
     let (start, end) = (cal.start_of(from), cal.start_of(to));
     let changes = read::changes(src.store, src.stream, start, end).await?;
     let security = security_input(src, start, end).await?;
+    let retention = match retention {
+        Some(config) => Some(
+            retention::report::status(src.store, src.stream, config, start, end)
+                .await?
+                .to_value(),
+        ),
+        None => None,
+    };
     let integrity = period_integrity(src, &days, progress).await?;
     Ok(build_hipaa(HipaaInput {
         generated_at: Timestamp::from_micros(chrono::Utc::now().timestamp_micros()).to_rfc3339(),
@@ -452,7 +508,7 @@ pub async fn hipaa(
         flags,
         changes,
         security,
-        retention: None,
+        retention,
     }))
 }
 

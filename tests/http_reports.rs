@@ -1,13 +1,14 @@
 //! The report routes inside `serve`: an auditor asks for a patient's accounting of disclosures
 //! (POST, the raw id in the body) and a compliance report; the server's own projection has
 //! kept the read model current; the request is recorded in the ledger; services may not ask;
-//! the raw patient id reaches neither the logs nor the answer.
+//! the raw patient id reaches neither the logs nor the answer. The compliance report's
+//! retention section shows the legal hold and the retention check recorded before.
 
 mod http_support;
 
 use std::time::{Duration, Instant};
 
-use http_support::{assert_no_raw_ids, event, init, raw, token, Server};
+use http_support::{assert_no_raw_ids, event, init, raw, run, token, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -16,6 +17,25 @@ async fn auditors_get_reports_over_http_and_the_patient_id_stays_out_of_the_logs
     let dir = init();
     let svc = token(dir.path(), "service", "ehr-web");
     let aud = token(dir.path(), "auditor", "privacy-office");
+    // A legal hold and a retention check, recorded before the server starts.
+    for args in [
+        &[
+            "retention",
+            "hold",
+            "add",
+            "--whole-stream",
+            "--reason",
+            "matter 12",
+        ][..],
+        &["retention", "check", "--no-progress"][..],
+    ] {
+        let out = run(dir.path(), args);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let server = Server::start(dir.path(), "debug", &["--projection-poll-ms", "20"]);
     let events: Vec<Value> = (0..40).map(event).collect();
     server.client(&svc).append(&events).await.unwrap();
@@ -97,6 +117,31 @@ async fn auditors_get_reports_over_http_and_the_patient_id_stays_out_of_the_logs
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // The retention section, in the JSON: the hold and the check, read model current.
+    let now = chrono::Utc::now();
+    let r = raw()
+        .get(format!(
+            "{}/v1/reports/hipaa?from={}&to={}&format=json",
+            server.base,
+            (now - chrono::Duration::days(1)).date_naive(),
+            (now + chrono::Duration::days(2)).date_naive(),
+        ))
+        .bearer_auth(&aud)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let hipaa: Value = r.json().await.unwrap();
+    let retention = &hipaa["retention"];
+    assert_eq!(retention["available"], json!(true), "{retention:#}");
+    let d = &retention["detail"];
+    assert_eq!(d["holds_in_force"], json!(1), "{d:#}");
+    assert_eq!(d["holds"][0]["scope"], json!("stream"));
+    assert_eq!(d["checks_run"], json!(1));
+    let (hold, check) = (&d["holds"][0]["seq"], &d["latest_check"]["seq"]);
+    assert_eq!(check.as_u64(), Some(hold.as_u64().unwrap() + 1), "{d:#}");
+    assert!(d["read_model_position"].as_u64().unwrap() > check.as_u64().unwrap());
 
     let (status, logs) = server.stop();
     assert!(status.success(), "{logs}");

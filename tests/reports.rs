@@ -3,7 +3,8 @@
 //! imported from the legacy system), then `report disclosures` and `report hipaa`: exactly the
 //! expected accesses, the snooping user flagged and the steady one not, the same figures in
 //! every format, a tampered entry reported as not verifying, and no raw identifier in the
-//! outputs, the logs or the store.
+//! outputs, the logs or the store. Then the retention section: a retention check and a legal
+//! hold appear in it, the same in every format.
 
 use std::io::Write;
 use std::path::Path;
@@ -30,6 +31,7 @@ fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         "AUDITLEDGER_DATA_DIR",
         "AUDITLEDGER_STREAM",
         "AUDITLEDGER_ANALYTICS",
+        "AUDITLEDGER_RETENTION",
     ] {
         c.env_remove(var);
     }
@@ -337,4 +339,161 @@ fn reports_answer_exactly_flag_the_snoop_and_refuse_a_tampered_range() {
     let hipaa: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(hipaa["integrity"]["ok"], json!(false));
     assert_eq!(hipaa["integrity"]["first_bad_seq"], json!(cited));
+}
+
+/// The retention section of `report hipaa`: after `retention check` and `retention hold add`,
+/// the check and the hold are in it (the hold under pseudonyms only), with the same figures in
+/// the JSON, the CSV and the HTML; `project retention --rebuild` gives the same section.
+#[test]
+fn the_compliance_report_shows_retention_checks_and_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&run(dir, &["init"], None));
+    let now = chrono::Utc::now();
+    let at = |minutes_ago: i64| {
+        (now - chrono::Duration::minutes(minutes_ago))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let events: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({"occurred_at": at(30 - i), "action": "read", "outcome": "success",
+                   "actor": {"user_id": STEADY, "role": "nurse"},
+                   "resource": {"type": "Patient", "id": TARGET}, "patient_id": TARGET,
+                   "phi": true, "source": "ehr-web"})
+        })
+        .collect();
+    ok(&run(dir, &["append"], Some(&jsonl(&events))));
+
+    // A retention check (its verdict is recorded whatever it is), then a hold on the patient.
+    let out = run(
+        dir,
+        &["retention", "check", "--json", "--no-progress"],
+        None,
+    );
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let check_seq: u64 = stderr
+        .split("recorded as ledger entry seq ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the check names its entry: {stderr}"));
+    let held = ok(&run(
+        dir,
+        &[
+            "retention",
+            "hold",
+            "add",
+            "--patient",
+            TARGET,
+            "--reason",
+            "litigation 2026-17",
+        ],
+        None,
+    ));
+    // One hold under the keyed pseudonym, one under the legacy one.
+    let hold_seqs: Vec<u64> = held
+        .lines()
+        .filter_map(|l| l.strip_prefix("legal hold "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(hold_seqs.len(), 2, "{held}");
+    ok(&run(dir, &["checkpoint"], None));
+
+    let from = (now - chrono::Duration::days(1)).date_naive().to_string();
+    let to = (now + chrono::Duration::days(2)).date_naive().to_string();
+    let report = |format: &str| {
+        let out = run(
+            dir,
+            &[
+                "report", "hipaa", "--format", format, "--from", &from, "--to", &to,
+            ],
+            None,
+        );
+        let text = ok(&out);
+        assert_no_raw_ids(&text, "the compliance report");
+        assert_no_raw_ids(&String::from_utf8_lossy(&out.stderr), "the report's logs");
+        text
+    };
+    let json_text = report("json");
+    let hipaa: Value = serde_json::from_str(&json_text).unwrap();
+    let section = &hipaa["retention"];
+    assert_eq!(section["available"], json!(true), "{section:#}");
+    let d = &section["detail"];
+    assert_eq!(d["checks_run"], json!(1), "{d:#}");
+    let latest = &d["latest_check"];
+    assert_eq!(latest["seq"], json!(check_seq));
+    assert_eq!(latest["ok"], check["ok"]);
+    assert_eq!(latest["in_period"], json!(true));
+    assert_eq!(d["checks"][0]["seq"], json!(check_seq));
+    assert_eq!(
+        d["checks_compliant"],
+        json!(u64::from(check["ok"] == json!(true)))
+    );
+    let verdict = if check["ok"] == json!(true) {
+        "COMPLIANT"
+    } else {
+        "VIOLATION"
+    };
+    assert!(
+        section["status"].as_str().unwrap().starts_with(verdict),
+        "{section:#}"
+    );
+    assert_eq!(d["holds_in_force"], json!(2));
+    let holds = d["holds"].as_array().unwrap();
+    let seqs: Vec<u64> = holds.iter().map(|h| h["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, hold_seqs);
+    assert_eq!(holds[0]["scope"], json!("patient"));
+    assert_eq!(holds[0]["subject"], json!(pseudonym(dir, TARGET)));
+    assert_eq!(
+        holds[1]["subject"],
+        json!(format!("sha256:{}", sha256_hex(TARGET)))
+    );
+    assert_eq!(holds[0]["reason"], json!("litigation 2026-17"));
+    assert_eq!(d["policy"]["default_years"], json!(6));
+    assert_eq!(d["purges_authorized"], json!(0));
+    assert_eq!(
+        d["read_model_position"],
+        hipaa["integrity"]["read_model_position"]
+    );
+
+    // The CSV and the HTML carry the same figures.
+    let csv = report("csv");
+    for row in [
+        "retention,detail,checks_run,,1".to_owned(),
+        "retention,detail,holds_in_force,,2".to_owned(),
+        format!("retention,detail,latest_check,seq,{check_seq}"),
+        format!("retention,detail,holds,1.seq,{}", hold_seqs[0]),
+        format!("retention,detail,holds,2.seq,{}", hold_seqs[1]),
+        format!(
+            "retention,detail,holds,1.subject,{}",
+            pseudonym(dir, TARGET)
+        ),
+        "retention,,available,,true".to_owned(),
+    ] {
+        assert!(csv.lines().any(|l| l == row), "{row} not in the CSV");
+    }
+    let html = report("html");
+    for n in [check_seq, hold_seqs[0], hold_seqs[1]] {
+        assert!(html.contains(&format!(">{n}</td>")), "{n} not in the HTML");
+    }
+    assert!(html.contains(&format!("<code>{}</code>", pseudonym(dir, TARGET))));
+    assert!(html.contains(verdict));
+
+    // A rebuilt retention projection gives the same section.
+    let rebuilt = ok(&run(
+        dir,
+        &["project", "retention", "--rebuild", "--json"],
+        None,
+    ));
+    let summary: Value = serde_json::from_str(rebuilt.trim()).unwrap();
+    assert_eq!(summary["projection"], json!("retention"));
+    assert_eq!(summary["ok"], json!(true));
+    let again: Value = serde_json::from_str(&report("json")).unwrap();
+    assert_eq!(&again["retention"], section);
 }

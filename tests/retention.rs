@@ -118,7 +118,11 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
     past_ledger(&dir).await;
     ok(&dir, &["init"]); // the signing key; the ledger and its key are kept
     let public = tmp.path().join("key.pub");
-    std::fs::write(&public, ok(&dir, &["key", "public"]).lines().next().unwrap()).unwrap();
+    std::fs::write(
+        &public,
+        ok(&dir, &["key", "public"]).lines().next().unwrap(),
+    )
+    .unwrap();
 
     // A clean ledger is compliant; the check is recorded in the ledger.
     let report = json_of(&dir, &["retention", "check", "--json"], 0);
@@ -129,12 +133,28 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
     // Holds: refused without PHI-looking reasons; a patient hold is two holds.
     let (code, out) = status(
         &dir,
-        &["retention", "hold", "add", "--patient", "p-3", "--reason", "call 555-123-4567"],
+        &[
+            "retention",
+            "hold",
+            "add",
+            "--patient",
+            "p-3",
+            "--reason",
+            "call 555-123-4567",
+        ],
     );
     assert_eq!(code, 1, "{out}");
     let out = ok(
         &dir,
-        &["retention", "hold", "add", "--patient", "p-3", "--reason", "matter 2026-17"],
+        &[
+            "retention",
+            "hold",
+            "add",
+            "--patient",
+            "p-3",
+            "--reason",
+            "matter 2026-17",
+        ],
     );
     assert_eq!(out.matches("legal hold").count(), 2, "{out}");
     let holds = json_of(&dir, &["retention", "hold", "list", "--json"], 0);
@@ -142,7 +162,15 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
     assert!(!holds.to_string().contains("\"p-3\""), "no raw id: {holds}");
     let (code, out) = status(
         &dir,
-        &["retention", "hold", "release", "--hold", "1", "--reason", "x"],
+        &[
+            "retention",
+            "hold",
+            "release",
+            "--hold",
+            "1",
+            "--reason",
+            "x",
+        ],
     );
     assert_eq!(code, 1, "entry 1 is no hold: {out}");
 
@@ -157,7 +185,13 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
     assert!(out.contains("sha256 "), "{out}");
     let out = ok(
         &tmp.path().join("elsewhere"),
-        &["verify", "--export", a, "--public-key", public.to_str().unwrap()],
+        &[
+            "verify",
+            "--export",
+            a,
+            "--public-key",
+            public.to_str().unwrap(),
+        ],
     );
     assert!(out.starts_with("intact"), "{out}");
     let (code, out) = status(&dir, &["archive", "--before", "2021-01-01", "--out", a]);
@@ -166,7 +200,13 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
     // Purge: payloads of the archived entries past six years, except the held ones.
     let out = ok(
         &dir,
-        &["purge", "--archive", a, "--authorized-by", "J. Doe, privacy officer, PRIV-88"],
+        &[
+            "purge",
+            "--archive",
+            a,
+            "--authorized-by",
+            "J. Doe, privacy officer, PRIV-88",
+        ],
     );
     assert!(out.contains("payload(s) purged"), "{out}");
     let v = json_of(&dir, &["verify", "--json"], 0);
@@ -178,7 +218,10 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
         json!("J. Doe, privacy officer, PRIV-88")
     );
     let out = ok(&dir, &["verify"]);
-    assert!(out.contains(&format!("{purged} payload(s) purged")), "{out}");
+    assert!(
+        out.contains(&format!("{purged} payload(s) purged")),
+        "{out}"
+    );
     let report = json_of(&dir, &["retention", "check", "--json"], 0);
     assert_eq!(report["payloads_purged"].as_u64(), Some(purged), "{report}");
 
@@ -231,7 +274,11 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
         .unwrap();
     drop(db);
     let report = json_of(&dir, &["retention", "check", "--json"], 1);
-    assert_eq!(report["violations"][0]["kind"], json!("entry_missing"), "{report}");
+    assert_eq!(
+        report["violations"][0]["kind"],
+        json!("entry_missing"),
+        "{report}"
+    );
     assert_eq!(report["violations"][0]["seq"].as_i64(), Some(victim));
     let (code, out) = status(&dir, &["retention", "check"]);
     assert_eq!(code, 1);

@@ -11,10 +11,12 @@ use clap::{Args, ValueEnum};
 use ledger::projection::{Projection, ProjectionError, Runner};
 use ledger::{GroupCommitWriter, Store, SystemClock, WriterConfig};
 use phi_access::projection::PhiAccessProjection;
+use retention::RetentionProjection;
 use security::SecurityProjection;
 use serde_json::json;
 
 use crate::analytics::AnalyticsArgs;
+use crate::commands::retention::RetentionConfigArgs;
 use crate::commands::verify::progress_bar;
 use crate::context::Context;
 use crate::rules::RulesArgs;
@@ -27,6 +29,10 @@ pub enum ProjectionName {
     /// PHI accesses by patient and user, and the aggregates the reports use
     /// (docs/PHI-ACCESS.md).
     PhiAccess,
+    /// Legal holds, audit coverage per source, retention checks and purge authorizations
+    /// (docs/RETENTION.md). Its coverage gaps depend on the `[coverage]` settings: rebuild
+    /// after changing them.
+    Retention,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +64,9 @@ pub struct ProjectArgs {
 
     #[command(flatten)]
     pub analytics: AnalyticsArgs,
+
+    #[command(flatten)]
+    pub retention: RetentionConfigArgs,
 }
 
 /// Opens the writer a runner appends its own entries with.
@@ -85,6 +94,11 @@ pub async fn run(ctx: &Context, args: ProjectArgs) -> anyhow::Result<u8> {
         ProjectionName::PhiAccess => {
             let config = args.analytics.load(&ctx.global.data_dir)?;
             run_projection(ctx, store, PhiAccessProjection::new(config), &args).await
+        }
+        ProjectionName::Retention => {
+            let config = args.retention.load(&ctx.global.data_dir)?;
+            let projection = RetentionProjection::new(config.coverage);
+            run_projection(ctx, store, projection, &args).await
         }
     }
 }

@@ -2,8 +2,8 @@
 //! compliance report for a period (docs/PHI-ACCESS.md).
 //!
 //! Both first bring the `phi-access` projection up to the head (it appends nothing), so the
-//! report covers every entry; both exit 1 when the evidence they rest on does not verify, and
-//! say so in the report itself.
+//! report covers every entry (the compliance report the `retention` projection too); both exit
+//! 1 when the evidence they rest on does not verify, and say so in the report itself.
 
 use std::io::{IsTerminal, Read as _};
 use std::path::PathBuf;
@@ -16,8 +16,10 @@ use ledger::{Clock as _, SystemClock, Timestamp};
 use phi_access::projection::PhiAccessProjection;
 use phi_access::report::{self as render, DisclosureReport, HipaaReport};
 use phi_access::{AnalyticsConfig, SiteCalendar};
+use retention::RetentionConfig;
 
 use crate::analytics::AnalyticsArgs;
+use crate::commands::retention::RetentionConfigArgs;
 use crate::commands::verify::progress_bar;
 use crate::context::Context;
 use crate::recorder::Recorder;
@@ -87,7 +89,8 @@ pub enum ReportCommand {
         common: Common,
     },
     /// The HIPAA compliance report for a period of site days: integrity, access summary,
-    /// security events, PHI access and unusual patterns, system changes.
+    /// security events, PHI access and unusual patterns, system changes, retention (policy,
+    /// legal holds, retention checks, purges, coverage gaps).
     Hipaa {
         /// First day (YYYY-MM-DD, site time) [default: the first day of last month].
         #[arg(long)]
@@ -100,6 +103,8 @@ pub enum ReportCommand {
         format: Format,
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        retention: RetentionConfigArgs,
     },
 }
 
@@ -133,11 +138,13 @@ pub async fn run(ctx: &Context, args: ReportArgs) -> anyhow::Result<u8> {
             to,
             format,
             common,
+            retention,
         } => {
             if format == Format::Text {
                 anyhow::bail!("the compliance report is json, csv or html");
             }
             let config = common.analytics.load(&ctx.global.data_dir)?;
+            let retention = retention.load(&ctx.global.data_dir)?;
             let today = SiteCalendar::new(&config).date(SystemClock.now());
             let this_month = today.with_day(1).expect("day 1 exists");
             let from = from.unwrap_or_else(|| {
@@ -149,7 +156,7 @@ pub async fn run(ctx: &Context, args: ReportArgs) -> anyhow::Result<u8> {
             if from >= to {
                 anyhow::bail!("--from must be before --to (which is exclusive)");
             }
-            hipaa(ctx, &common, config, from, to, format).await
+            hipaa(ctx, &common, config, &retention, from, to, format).await
         }
     }
 }
@@ -225,6 +232,28 @@ async fn catch_up(recorder: &Recorder, config: &AnalyticsConfig, show: bool) -> 
         }
         Err(e) => Err(e).context("cannot bring the phi-access projection up to date"),
     }
+}
+
+/// Brings the retention projection up to the head, for the compliance report's retention
+/// section.
+async fn catch_up_retention(recorder: &Recorder, config: &RetentionConfig) -> anyhow::Result<()> {
+    let bar = progress_bar(true, None, "projecting retention");
+    let b = bar.clone();
+    let done = reports::catch_up_retention(
+        recorder.store(),
+        recorder.writer().clone(),
+        config,
+        move |position, head| {
+            b.set_length(head);
+            b.set_position(position);
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    if let Some(warning) = done.context("cannot bring the retention projection up to date")? {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }
 
 fn checkpoint_key(ctx: &Context, common: &Common) -> Option<ledger::checkpoint::NoteVerifier> {
@@ -320,6 +349,7 @@ async fn hipaa(
     ctx: &Context,
     common: &Common,
     config: AnalyticsConfig,
+    retention: &RetentionConfig,
     from: NaiveDate,
     to: NaiveDate,
     format: Format,
@@ -329,6 +359,7 @@ async fn hipaa(
     if !common.no_catch_up {
         let recorder = Recorder::open(ctx).await?;
         catch_up(&recorder, &config, true).await?;
+        catch_up_retention(&recorder, retention).await?;
         recorder.close().await?;
     }
     let src = Sources {
@@ -339,7 +370,9 @@ async fn hipaa(
     };
     let bar = progress_bar(true, None, "verifying the period");
     let b = bar.clone();
-    let report: HipaaReport = reports::hipaa(&src, from, to, move |n| b.set_position(n)).await?;
+    let report: HipaaReport =
+        reports::hipaa_with_retention(&src, Some(retention), from, to, move |n| b.set_position(n))
+            .await?;
     bar.finish_and_clear();
     let text = match format {
         Format::Json => render::hipaa_json(&report),

@@ -12,7 +12,12 @@ use crate::server::{serve, ServeInputs};
 use crate::EXIT_OK;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
-    let settings = Settings::resolve(&args)?;
+    let mut settings = Settings::resolve(&args)?;
+    // Refuses to start on a bad retention file, like the rules and analytics files below.
+    settings.retention_config = crate::commands::retention::RetentionConfigArgs {
+        retention: settings.retention.clone(),
+    }
+    .load(&ctx.global.data_dir)?;
     let mut ingest = Ingest::new(ctx.pseudonymizer()?);
     ingest.parse = ParseOptions {
         phi_policy: settings.phi_policy,

@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// <data-dir>/phi-access.toml if it exists, else the built-in defaults]
     #[arg(long, env = "AUDITLEDGER_ANALYTICS", value_name = "FILE")]
     pub analytics: Option<PathBuf>,
+
+    /// `--retention FILE` (`AUDITLEDGER_RETENTION`): the retention policy and coverage
+    /// settings, for the compliance report's retention section. Boxed: the command-line enum
+    /// keeps its variants of similar sizes.
+    #[command(flatten)]
+    pub retention: Box<crate::commands::retention::RetentionConfigArgs>,
 }
 
 /// The same settings as read from the TOML file. Unknown keys are an error: a misspelt
@@ -141,6 +147,7 @@ struct FileSettings {
     projection_poll_ms: Option<u64>,
     rules: Option<PathBuf>,
     analytics: Option<PathBuf>,
+    retention: Option<PathBuf>,
 }
 
 /// The resolved settings.
@@ -164,6 +171,11 @@ pub struct Settings {
     pub projection_poll: Option<Duration>,
     pub rules: Option<PathBuf>,
     pub analytics: Option<PathBuf>,
+    pub retention: Option<PathBuf>,
+    /// The retention settings themselves: `serve` loads them from `retention` (else the data
+    /// directory's `retention.toml`) before it starts; [`Settings::resolve`] leaves the
+    /// defaults.
+    pub retention_config: retention::RetentionConfig,
 }
 
 impl Settings {
@@ -244,6 +256,8 @@ impl Settings {
             },
             rules: args.rules.clone().or(file.rules),
             analytics: args.analytics.clone().or(file.analytics),
+            retention: args.retention.retention.clone().or(file.retention),
+            retention_config: retention::RetentionConfig::default(),
         };
         for (name, v) in [
             ("max_events_per_request", s.max_events_per_request),
@@ -291,6 +305,16 @@ mod tests {
         assert_eq!(s.max_body_bytes, 4096, "the flag wins");
         assert_eq!(s.phi_policy, PhiPolicy::Redact);
         assert_eq!(s.max_events_per_request, 1000, "the default");
+
+        assert_eq!(s.retention, None);
+        assert_eq!(s.retention_config, retention::RetentionConfig::default());
+        std::fs::write(&path, "retention = \"/etc/auditledger/retention.toml\"\n").unwrap();
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(
+            s.retention.as_deref(),
+            Some(Path::new("/etc/auditledger/retention.toml")),
+            "from the file, loaded by serve"
+        );
 
         std::fs::write(&path, "max_body_byte = 1\n").unwrap();
         let err = Settings::resolve(&args).unwrap_err();

@@ -268,6 +268,15 @@ pub async fn serve(
             metrics.projection(::security::projection::NAME),
             projections_stopped.clone(),
         )));
+        let coverage = settings.retention_config.coverage.clone();
+        projections.push(tokio::spawn(projections::run(
+            store.clone(),
+            writer.clone(),
+            move || retention::RetentionProjection::new(coverage.clone()),
+            poll,
+            metrics.projection(retention::projection::NAME),
+            projections_stopped.clone(),
+        )));
         let config = analytics.clone();
         projections.push(tokio::spawn(projections::run(
             store.clone(),

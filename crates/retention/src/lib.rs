@@ -16,6 +16,8 @@
 //! - [`archive`]: archive files (the first entries with their signed checkpoint), written
 //!   from a verifying pass, and opened (hashed and verified) for a purge.
 //! - [`ops`]: the operations commands run: holds, the check, the plan, the purge.
+//! - [`report`]: the retention status a compliance report shows (policy, holds, checks,
+//!   purges, gaps in a period).
 
 pub mod archive;
 pub mod check;
@@ -25,6 +27,7 @@ pub mod ops;
 pub mod plan;
 pub mod projection;
 pub mod read;
+pub mod report;
 mod ts;
 
 pub use check::{

@@ -1,5 +1,6 @@
 //! The `retention` projection: keeps the legal holds and the audit coverage of each source,
-//! so that the retention check and the purge plan read them instead of scanning the ledger.
+//! so that the retention check and the purge plan read them instead of scanning the ledger,
+//! and lists the retention checks and purge authorizations recorded, for the reports.
 //! It appends no entries of its own; everything it writes is derived data that a rebuild
 //! reproduces row for row.
 //!
@@ -11,11 +12,20 @@
 //! | `orphan_release` | release's seq  | 0             | release's recorded_at | [`OrphanRelease`] |
 //! | `gap`            | source         | resuming seq  | end of the silence | [`Gap`]           |
 //! | `source`         | source         | 0             | last seen         | [`SourceRow`]      |
+//! | `check`          | check's seq    | 0             | check's recorded_at | [`CheckRow`]     |
+//! | `purge`          | authorization's seq | 0        | its recorded_at   | [`PurgeRow`]       |
 //!
 //! **Holds.** An entry whose record is a [`LegalHold`](ledger::record::LegalHold) adds a
 //! `hold` row; one whose record is a [`HoldRelease`](ledger::record::HoldRelease) rewrites the
 //! row of the hold it names with the release. A release that names no hold, or a hold already
 //! released, changes no hold: it is kept visible as an `orphan_release` row instead.
+//!
+//! **Checks and purges.** Each retention check the ledger recorded (a
+//! [`RetentionCheck`](ledger::record::RetentionCheck) record) is a `check` row, and each purge
+//! authorization (a [`PurgeAuthorization`](ledger::record::PurgeAuthorization) record) a
+//! `purge` row, so that reports list them without a scan. Neither is kept in the state. A
+//! projection saved before these tables existed has no rows for the checks and purges it had
+//! applied: a rebuild (`auditledger project retention --rebuild`) fills them in.
 //!
 //! **Coverage**, by the ledger's clock (`recorded_at`, which never goes back, unlike a
 //! source's own `occurred_at`): per source (the event's `source`), the last entry seen and the
@@ -36,7 +46,7 @@
 use std::collections::BTreeMap;
 
 use ledger::projection::{Effects, Projection, VerifiedEntry};
-use ledger::record::Record;
+use ledger::record::{PurgeAuthorization, PurgedRule, Record, RetentionCheck};
 use ledger::{ReadModelRow, RowChange, Seq, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +61,8 @@ pub const HOLDS: &str = "hold";
 pub const ORPHAN_RELEASES: &str = "orphan_release";
 pub const GAPS: &str = "gap";
 pub const SOURCES: &str = "source";
+pub const CHECKS: &str = "check";
+pub const PURGES: &str = "purge";
 
 /// The format of the saved state; a state of another version is refused (rebuild).
 pub const STATE_VERSION: u32 = 1;
@@ -102,6 +114,84 @@ pub struct OrphanRelease {
     pub reason: String,
     /// Why it released nothing.
     pub why: String,
+}
+
+/// A retention check the ledger recorded: the entry's `seq` and `recorded_at`, and the
+/// [`RetentionCheck`](ledger::record::RetentionCheck) record's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRow {
+    /// The check's entry.
+    pub seq: Seq,
+    /// When the check's outcome was committed.
+    pub recorded_at: Timestamp,
+    /// Compliant: no violation found.
+    pub ok: bool,
+    /// The head it verified up to (`None` for an empty stream).
+    pub head: Option<Seq>,
+    /// The date the policy and coverage were evaluated at.
+    pub as_of: Timestamp,
+    /// Entries verified.
+    pub entries: u64,
+    /// The kinds of violation found, each once.
+    pub findings: Vec<String>,
+    pub violations: u64,
+}
+
+impl CheckRow {
+    pub fn from_record(seq: Seq, recorded_at: Timestamp, record: &RetentionCheck) -> CheckRow {
+        CheckRow {
+            seq,
+            recorded_at,
+            ok: record.ok,
+            head: record.head,
+            as_of: Timestamp(record.as_of),
+            entries: record.entries,
+            findings: record.findings.clone(),
+            violations: record.violations,
+        }
+    }
+}
+
+/// A purge authorization the ledger recorded: the entry's `seq` and `recorded_at`, and what
+/// the [`PurgeAuthorization`](ledger::record::PurgeAuthorization) record says (its `seq` runs
+/// left out: `from`, `to` and `count` summarize them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRow {
+    /// The authorization's entry.
+    pub seq: Seq,
+    pub recorded_at: Timestamp,
+    /// First and last seq of the purged range (inclusive).
+    pub from: Seq,
+    pub to: Seq,
+    /// Payloads authorized to go.
+    pub count: u64,
+    /// SHA-256 of the archive that holds them, lower-case hex.
+    pub archive: String,
+    /// The size of the signed checkpoint inside the archive.
+    pub archive_size: u64,
+    /// Who authorized it, as given.
+    pub authorized_by: String,
+    /// The holds in force when it was decided.
+    pub holds: Vec<Seq>,
+    /// What went under each policy rule.
+    pub rules: Vec<PurgedRule>,
+}
+
+impl PurgeRow {
+    pub fn from_record(seq: Seq, recorded_at: Timestamp, record: &PurgeAuthorization) -> PurgeRow {
+        PurgeRow {
+            seq,
+            recorded_at,
+            from: record.from,
+            to: record.to,
+            count: record.count,
+            archive: record.archive.clone(),
+            archive_size: record.archive_size,
+            authorized_by: record.authorized_by.clone(),
+            holds: record.holds.clone(),
+            rules: record.rules.clone(),
+        }
+    }
 }
 
 /// The retention projection. `coverage` must have passed [`CoverageConfig::validate`].
@@ -277,7 +367,21 @@ impl Projection for RetentionProjection {
                 let row = self.release(entry, record.hold, &record.reason);
                 effects.changes.push(row);
             }
-            _ => {}
+            Some(Record::RetentionCheck(record)) => {
+                let row = CheckRow::from_record(entry.seq, entry.recorded_at, record);
+                let key = entry.seq.to_string();
+                effects
+                    .changes
+                    .push(put(CHECKS, &key, 0, entry.recorded_at, &row));
+            }
+            Some(Record::PurgeAuthorization(record)) => {
+                let row = PurgeRow::from_record(entry.seq, entry.recorded_at, record);
+                let key = entry.seq.to_string();
+                effects
+                    .changes
+                    .push(put(PURGES, &key, 0, entry.recorded_at, &row));
+            }
+            None => {}
         }
         if let Some(gap) = self.seen(&e.source, entry.seq, entry.recorded_at) {
             effects

@@ -1,5 +1,6 @@
 //! Reads of the `retention` read model through the `Store` trait (so on either store): the
-//! holds, the releases that released nothing, the coverage gaps since a date, the sources.
+//! holds, the releases that released nothing, the coverage gaps since a date, the sources,
+//! the retention checks recorded and the purge authorizations.
 //!
 //! Reads go in pages of [`PAGE`] rows, so no single query returns an unbounded result. A row
 //! whose value does not parse is [`StoreError::Corrupt`], naming the row: the read model is
@@ -12,7 +13,8 @@ use serde::de::DeserializeOwned;
 
 use crate::holds::{Hold, HoldSet};
 use crate::projection::{
-    Gap, OrphanRelease, SourceRow, GAPS, HOLDS, NAME, ORPHAN_RELEASES, SOURCES,
+    CheckRow, Gap, OrphanRelease, PurgeRow, SourceRow, CHECKS, GAPS, HOLDS, NAME, ORPHAN_RELEASES,
+    PURGES, SOURCES,
 };
 
 /// Rows per query.
@@ -26,7 +28,7 @@ pub async fn position(store: &dyn Store, stream: &StreamId) -> Result<Option<Seq
 
 /// Every legal hold, released or not, by seq.
 pub async fn holds(store: &dyn Store, stream: &StreamId) -> Result<Vec<Hold>, StoreError> {
-    let mut out: Vec<Hold> = parsed(store, stream, HOLDS, None, "legal hold").await?;
+    let mut out: Vec<Hold> = parsed(store, stream, HOLDS, None, None, "legal hold").await?;
     out.sort_by_key(|h| h.seq);
     Ok(out)
 }
@@ -42,7 +44,7 @@ pub async fn orphan_releases(
     stream: &StreamId,
 ) -> Result<Vec<OrphanRelease>, StoreError> {
     let mut out: Vec<OrphanRelease> =
-        parsed(store, stream, ORPHAN_RELEASES, None, "release").await?;
+        parsed(store, stream, ORPHAN_RELEASES, None, None, "release").await?;
     out.sort_by_key(|r| r.seq);
     Ok(out)
 }
@@ -53,27 +55,82 @@ pub async fn gaps(
     stream: &StreamId,
     since: Timestamp,
 ) -> Result<Vec<Gap>, StoreError> {
-    let mut out: Vec<Gap> = parsed(store, stream, GAPS, Some(since), "coverage gap").await?;
+    let mut out: Vec<Gap> = parsed(store, stream, GAPS, Some(since), None, "coverage gap").await?;
     out.sort_by(|a, b| (a.to, &a.source, a.resumed_seq).cmp(&(b.to, &b.source, b.resumed_seq)));
     Ok(out)
 }
 
 /// Every source that wrote, as last seen, by name.
 pub async fn sources(store: &dyn Store, stream: &StreamId) -> Result<Vec<SourceRow>, StoreError> {
-    let mut out: Vec<SourceRow> = parsed(store, stream, SOURCES, None, "source").await?;
+    let mut out: Vec<SourceRow> = parsed(store, stream, SOURCES, None, None, "source").await?;
     out.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(out)
 }
 
-/// Every row of `table` with `at >= from`, parsed.
+/// The retention checks recorded (by their entry's `recorded_at`) within `[from, to)` (an
+/// absent bound is open), by seq.
+pub async fn checks(
+    store: &dyn Store,
+    stream: &StreamId,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Vec<CheckRow>, StoreError> {
+    let mut out: Vec<CheckRow> = parsed(store, stream, CHECKS, from, to, "retention check").await?;
+    out.sort_by_key(|c| c.seq);
+    Ok(out)
+}
+
+/// The last retention check recorded before `before` (`None`: the newest of all), if any.
+pub async fn latest_check(
+    store: &dyn Store,
+    stream: &StreamId,
+    before: Option<Timestamp>,
+) -> Result<Option<CheckRow>, StoreError> {
+    // Newest first: the first row is the latest check (one instant holds at most a few, and
+    // the seq decides between them).
+    let query = RowQuery {
+        table: CHECKS.to_owned(),
+        key: None,
+        from: None,
+        to: before,
+        limit: 1,
+        newest_first: true,
+    };
+    let Some(newest) = store.read_model_rows(NAME, stream, &query).await?.pop() else {
+        return Ok(None);
+    };
+    let at = newest.at;
+    let same_instant = Some(Timestamp(at.0.saturating_add(1)));
+    let rows: Vec<CheckRow> = parsed(
+        store,
+        stream,
+        CHECKS,
+        Some(at),
+        same_instant,
+        "retention check",
+    )
+    .await?;
+    Ok(rows.into_iter().max_by_key(|c| c.seq))
+}
+
+/// Every purge authorization, by seq.
+pub async fn purges(store: &dyn Store, stream: &StreamId) -> Result<Vec<PurgeRow>, StoreError> {
+    let mut out: Vec<PurgeRow> =
+        parsed(store, stream, PURGES, None, None, "purge authorization").await?;
+    out.sort_by_key(|p| p.seq);
+    Ok(out)
+}
+
+/// Every row of `table` with `from <= at < to`, parsed.
 async fn parsed<T: DeserializeOwned>(
     store: &dyn Store,
     stream: &StreamId,
     table: &str,
     from: Option<Timestamp>,
+    to: Option<Timestamp>,
     what: &str,
 ) -> Result<Vec<T>, StoreError> {
-    paged(&StoreRows { store, stream }, table, from, PAGE)
+    paged(&StoreRows { store, stream }, table, from, to, PAGE)
         .await?
         .iter()
         .map(|row| parse(row, what))
@@ -96,14 +153,16 @@ impl RowSource for StoreRows<'_> {
     }
 }
 
-/// Every row of `table` with `at >= from`, in the store's `(at, key, ord)` order, read in pages
-/// of `page` rows (the paging of `phi_access::read`). Each page after the first starts at the
-/// last `at` of the one before, skipping the rows of that instant already read (`(key, ord)`
-/// identifies a row); an instant with more rows than a page is read whole.
+/// Every row of `table` with `from <= at < to` (an absent bound is open), in the store's
+/// `(at, key, ord)` order, read in pages of `page` rows (the paging of `phi_access::read`).
+/// Each page after the first starts at the last `at` of the one before, skipping the rows of
+/// that instant already read (`(key, ord)` identifies a row); an instant with more rows than a
+/// page is read whole.
 async fn paged(
     source: &impl RowSource,
     table: &str,
     from: Option<Timestamp>,
+    to: Option<Timestamp>,
     page: usize,
 ) -> Result<Vec<ReadModelRow>, StoreError> {
     let page = page.max(1);
@@ -120,7 +179,7 @@ async fn paged(
     // The rows already read at `from` (the instant the next page starts at).
     let mut seen: HashSet<(String, i64)> = HashSet::new();
     loop {
-        let rows = source.rows(&query(from, None, page)).await?;
+        let rows = source.rows(&query(from, to, page)).await?;
         let full = rows.len() >= page;
         let (Some(first), Some(last)) = (rows.first().map(|r| r.at), rows.last().map(|r| r.at))
         else {
@@ -241,6 +300,9 @@ mod tests {
             send(orphan_releases(store, &s));
             send(gaps(store, &s, Timestamp(0)));
             send(sources(store, &s));
+            send(checks(store, &s, None, None));
+            send(latest_check(store, &s, None));
+            send(purges(store, &s));
             send(position(store, &s));
         }
     }
@@ -258,6 +320,7 @@ mod tests {
             spec in prop::collection::vec((0..6i64, 0..3u8, 0..4i64), 0..40),
             page in 1..8usize,
             from in prop::option::of(0..6i64),
+            to in prop::option::of(0..7i64),
         ) {
             let mut rows: Vec<ReadModelRow> = Vec::new();
             for (at, k, ord) in spec {
@@ -270,10 +333,12 @@ mod tests {
             let source = Memory(rows);
             let all = RowQuery {
                 from: from.map(Timestamp),
+                to: to.map(Timestamp),
                 ..RowQuery::table("t", usize::MAX)
             };
             let expected = ids(&ready(source.rows(&all)).unwrap());
-            let got = ready(paged(&source, "t", from.map(Timestamp), page)).unwrap();
+            let got = ready(paged(&source, "t", from.map(Timestamp), to.map(Timestamp), page))
+                .unwrap();
             prop_assert_eq!(ids(&got), expected);
         }
     }

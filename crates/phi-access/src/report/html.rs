@@ -7,6 +7,8 @@
 
 use std::fmt::Write;
 
+use serde_json::Value;
+
 use super::{
     integrity_warning, Count, DayCount, DisclosureReport, HipaaReport, Integrity, PhiAccessSection,
     SecuritySection, SystemChanges,
@@ -637,16 +639,212 @@ fn changes_html(c: &SystemChanges) -> String {
     section("changes", "System changes", &out)
 }
 
+/// A value of the retention detail as a cell: counts sort as numbers, an absent value is "—".
+fn value_cell(v: &Value) -> Cell {
+    match v {
+        Value::Null => Cell::text("—"),
+        Value::Bool(b) => Cell::yes_no(*b),
+        Value::Number(n) => match n.as_u64() {
+            Some(n) => Cell::count(n),
+            None => Cell::shown(n.to_string(), n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => Cell::text(s),
+        Value::Array(items) if items.is_empty() => Cell::text("—"),
+        Value::Array(items) => Cell::text(
+            items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Value::Object(_) => Cell::text(v.to_string()),
+    }
+}
+
+/// `v[key]` as a cell (absent: "—").
+fn field(v: &Value, key: &str) -> Cell {
+    value_cell(&v[key])
+}
+
+/// A table of the records in `v[list]`, one column per `(header, field)`.
+fn records_table(
+    v: &Value,
+    list: &str,
+    columns: &[(&'static str, &str)],
+    cell: impl Fn(&Value, &str) -> Cell,
+    empty: &str,
+) -> String {
+    let headers: Vec<&'static str> = columns.iter().map(|(h, _)| *h).collect();
+    let mut t = Table::new(&headers);
+    for record in v[list].as_array().map(Vec::as_slice).unwrap_or_default() {
+        t.row(columns.iter().map(|(_, k)| cell(record, k)).collect());
+    }
+    t.render(empty)
+}
+
+/// The retention section: the latest check's verdict as a banner, the figures, then the
+/// policy, the holds in force, the period's checks, the purges and the coverage gaps. The
+/// detail is the retention crate's status (docs/PHI-ACCESS.md lists its fields); a field it
+/// lacks shows as "—".
 fn retention_html(r: &HipaaReport) -> String {
     let ret = &r.retention;
-    let mut out = facts(&[
+    let Some(d) = ret.detail.as_ref().filter(|_| ret.available) else {
+        let mut out = format!(
+            "<div class=\"banner warn\">Retention checks are not available: {}.</div>\n",
+            escape(&ret.status)
+        );
+        out.push_str(&facts(&[
+            ("Available", Cell::yes_no(ret.available)),
+            ("Status", Cell::text(&ret.status)),
+        ]));
+        return section("retention", "Retention", &out);
+    };
+    let class = if ret.status.starts_with("COMPLIANT") {
+        "ok"
+    } else if ret.status.starts_with("VIOLATION") {
+        "bad"
+    } else {
+        "warn"
+    };
+    let mut out = format!(
+        "<div class=\"banner {class}\">{}</div>\n",
+        escape(&ret.status)
+    );
+    let policy = &d["policy"];
+    out.push_str(&facts(&[
         ("Available", Cell::yes_no(ret.available)),
         ("Status", Cell::text(&ret.status)),
-    ]);
-    if let Some(detail) = &ret.detail {
-        let text = serde_json::to_string_pretty(detail).unwrap_or_default();
-        let _ = writeln!(out, "<pre>{}</pre>", escape(&text));
+        ("Period start", field(d, "period_start")),
+        ("Period end", field(d, "period_end")),
+        ("Read model position (seq)", field(d, "read_model_position")),
+        (
+            "Policy digest",
+            Cell::hash(policy["digest"].as_str().unwrap_or("—")),
+        ),
+        ("Default horizon (years)", field(policy, "default_years")),
+        (
+            "Legal holds in force at the end",
+            field(d, "holds_in_force"),
+        ),
+        (
+            "Legal holds released in the period",
+            field(d, "holds_released_in_period"),
+        ),
+        ("Retention checks run in the period", field(d, "checks_run")),
+        ("Of which compliant", field(d, "checks_compliant")),
+        (
+            "Purge authorizations (to the end)",
+            field(d, "purges_authorized"),
+        ),
+        ("Of which in the period", field(d, "purges_in_period")),
+        ("Payloads authorized to go", field(d, "payloads_authorized")),
+        ("Coverage gaps ended in the period", field(d, "gaps_ended")),
+    ]));
+    let latest = &d["latest_check"];
+    out.push_str(&h3("Latest retention check before the end of the period"));
+    if latest.is_object() {
+        out.push_str(&facts(&[
+            ("Entry (seq)", field(latest, "seq")),
+            ("Recorded at", field(latest, "recorded_at")),
+            ("As of", field(latest, "as_of")),
+            ("Compliant", field(latest, "ok")),
+            ("Violations", field(latest, "violations")),
+            ("Findings", field(latest, "findings")),
+            ("Entries verified", field(latest, "entries")),
+            ("Head (seq)", field(latest, "head")),
+            ("In the period", field(latest, "in_period")),
+        ]));
+    } else {
+        out.push_str("<p class=\"empty\">No retention check was recorded before the end of the period.</p>\n");
     }
+    out.push_str(&h3("Policy"));
+    out.push_str(&records_table(
+        policy,
+        "rules",
+        &[("Rule", "name"), ("Years", "years"), ("Why", "why")],
+        field,
+        "No rule.",
+    ));
+    out.push_str(&h3("Legal holds in force at the end of the period"));
+    let pseudonym = |v: &Value, k: &str| match v[k].as_str() {
+        Some(p) => Cell::hash(p),
+        None => field(v, k),
+    };
+    out.push_str(&records_table(
+        d,
+        "holds",
+        &[
+            ("Seq", "seq"),
+            ("Scope", "scope"),
+            ("Subject (pseudonym)", "subject"),
+            ("Events from", "from"),
+            ("Events to", "to"),
+            ("Since", "since"),
+            ("Reason", "reason"),
+        ],
+        |v, k| {
+            if k == "subject" {
+                pseudonym(v, k)
+            } else {
+                field(v, k)
+            }
+        },
+        "No legal hold in force.",
+    ));
+    out.push_str(&h3("Retention checks in the period"));
+    out.push_str(&records_table(
+        d,
+        "checks",
+        &[
+            ("Seq", "seq"),
+            ("Recorded at", "recorded_at"),
+            ("As of", "as_of"),
+            ("Compliant", "ok"),
+            ("Violations", "violations"),
+            ("Findings", "findings"),
+            ("Entries verified", "entries"),
+            ("Head (seq)", "head"),
+        ],
+        field,
+        "No retention check was recorded in this period.",
+    ));
+    out.push_str(&h3("Purge authorizations"));
+    out.push_str(&records_table(
+        d,
+        "purges",
+        &[
+            ("Seq", "seq"),
+            ("Recorded at", "recorded_at"),
+            ("From seq", "from"),
+            ("To seq", "to"),
+            ("Payloads", "count"),
+            ("Authorized by", "authorized_by"),
+            ("Archive SHA-256", "archive"),
+            ("In the period", "in_period"),
+        ],
+        |v, k| {
+            if k == "archive" {
+                pseudonym(v, k)
+            } else {
+                field(v, k)
+            }
+        },
+        "No purge authorization was recorded before the end of the period.",
+    ));
+    out.push_str(&h3("Coverage gaps that ended in the period"));
+    out.push_str(&records_table(
+        d,
+        "gaps",
+        &[
+            ("Source", "source"),
+            ("Silent from", "from"),
+            ("To", "to"),
+            ("Minutes", "minutes"),
+            ("Resumed at seq", "resumed_seq"),
+        ],
+        field,
+        "No coverage gap ended in this period.",
+    ));
     section("retention", "Retention", &out)
 }
 

@@ -105,7 +105,9 @@ pub struct HipaaInput {
     pub flags: Vec<Flag>,
     pub changes: Vec<Change>,
     pub security: SecurityInput,
-    /// The retention projection's status; `None` where retention checks are not available.
+    /// The retention status for the period (the binary fills it from the `retention` crate's
+    /// `report::RetentionStatus`, docs/PHI-ACCESS.md lists its fields); `None` where retention
+    /// checks are not available.
     pub retention: Option<serde_json::Value>,
 }
 
@@ -220,9 +222,11 @@ pub struct ActionCount {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetentionSection {
     pub available: bool,
-    /// "retention checks not available in this version", or the retention projection's
-    /// own summary.
+    /// The detail's `status` line (`COMPLIANT: ...`, `VIOLATION: ...`, `NO CHECK: ...`), or
+    /// "retention checks not available in this version" without a detail.
     pub status: String,
+    /// The retention status as given (policy, holds in force, checks, purges, coverage gaps),
+    /// shown as is in the JSON, flattened in the CSV, as tables in the HTML.
     pub detail: Option<serde_json::Value>,
 }
 

@@ -116,6 +116,59 @@ fn change(seq: u64, action: &str, detail: &str) -> Change {
     }
 }
 
+/// A retention status as the binary passes it (the shape of `retention::report::RetentionStatus`).
+fn retention_status() -> Value {
+    serde_json::json!({
+        "status": "VIOLATION: the latest retention check (entry 1180, 2026-11-04T06:00:00.000000Z) found 1 violation(s): coverage_gap; 2 of 3 checks in the period were compliant",
+        "period_start": "2026-11-01T04:00:00.000000Z",
+        "period_end": "2026-11-05T05:00:00.000000Z",
+        "read_model_position": 1199,
+        "policy": {
+            "digest": "9f".repeat(32),
+            "default_years": 6,
+            "rules": [
+                {"name": "default", "years": 6, "why": "HIPAA 45 CFR 164.316(b)(2)(i), 164.530(j)(2): six years from creation"},
+                {"name": "configuration", "years": 10, "why": "=state schedule, <b>cited</b>"}
+            ]
+        },
+        "holds_in_force": 2,
+        "holds_released_in_period": 1,
+        "holds": [
+            {"seq": 17, "scope": "patient", "subject": "k1:held-patient", "from": null, "to": null,
+             "since": "2026-03-01T10:00:00.000000Z", "reason": "litigation 2026-17"},
+            {"seq": 905, "scope": "time", "subject": null, "from": "2025-01-01T00:00:00.000000Z",
+             "to": "2025-02-01T00:00:00.000000Z", "since": "2026-11-02T10:00:00.000000Z", "reason": "audit"}
+        ],
+        "checks_run": 3,
+        "checks_compliant": 2,
+        "latest_check": {"seq": 1180, "recorded_at": "2026-11-04T06:00:00.000000Z",
+            "as_of": "2026-11-04T06:00:00.000000Z", "ok": false, "violations": 1,
+            "findings": ["coverage_gap"], "entries": 1180, "head": 1179, "in_period": true},
+        "checks": [
+            {"seq": 1001, "recorded_at": "2026-11-02T06:00:00.000000Z", "as_of": "2026-11-02T06:00:00.000000Z",
+             "ok": true, "violations": 0, "findings": [], "entries": 1001, "head": 1000, "in_period": true},
+            {"seq": 1090, "recorded_at": "2026-11-03T06:00:00.000000Z", "as_of": "2026-11-03T06:00:00.000000Z",
+             "ok": true, "violations": 0, "findings": [], "entries": 1090, "head": 1089, "in_period": true},
+            {"seq": 1180, "recorded_at": "2026-11-04T06:00:00.000000Z", "as_of": "2026-11-04T06:00:00.000000Z",
+             "ok": false, "violations": 1, "findings": ["coverage_gap"], "entries": 1180, "head": 1179, "in_period": true}
+        ],
+        "purges_authorized": 2,
+        "purges_in_period": 1,
+        "payloads_authorized": 70123,
+        "purges": [
+            {"seq": 400, "recorded_at": "2026-06-01T00:00:00.000000Z", "from": 1, "to": 70000,
+             "count": 69990, "authorized_by": "privacy officer, ticket 7", "archive": "ab".repeat(32), "in_period": false},
+            {"seq": 1100, "recorded_at": "2026-11-03T12:00:00.000000Z", "from": 70001, "to": 70200,
+             "count": 133, "authorized_by": "-counsel", "archive": "cd".repeat(32), "in_period": true}
+        ],
+        "gaps_ended": 1,
+        "gaps": [
+            {"source": "cgm-coverage", "from": "2026-11-03T01:00:00.000000Z",
+             "to": "2026-11-03T04:10:00.000000Z", "minutes": 190, "resumed_seq": 1120}
+        ]
+    })
+}
+
 fn input(integrity: Integrity) -> HipaaInput {
     HipaaInput {
         generated_at: "2026-12-01T08:00:00Z".into(),
@@ -342,8 +395,18 @@ fn same_value(json: &Value, cell: &str) -> bool {
 
 #[test]
 fn the_three_hipaa_formats_carry_the_same_numbers() {
-    for integrity in [ok_integrity(), failed_integrity()] {
-        let r = build_hipaa(input(integrity));
+    let cases = [
+        (ok_integrity(), None),
+        (failed_integrity(), None),
+        (ok_integrity(), Some(retention_status())),
+        (failed_integrity(), Some(retention_status())),
+    ];
+    for (integrity, retention) in cases {
+        let with_retention = retention.is_some();
+        let r = build_hipaa(HipaaInput {
+            retention,
+            ..input(integrity)
+        });
         let json: Value = serde_json::from_str(&hipaa_json(&r)).unwrap();
         let (header, rows) = read_csv(&hipaa_csv(&r));
         assert_eq!(header, ["section", "table", "key", "subkey", "value"]);
@@ -416,7 +479,85 @@ fn the_three_hipaa_formats_carry_the_same_numbers() {
                 d.day, d.count
             )));
         }
+        if with_retention {
+            retention_agrees(&r, &json, &rows, &html);
+        }
     }
+}
+
+/// The retention figures: the same in the JSON, the CSV (at the documented coordinates) and
+/// the HTML.
+fn retention_agrees(r: &HipaaReport, json: &Value, rows: &[[String; 5]], html: &str) {
+    let d = &json["retention"]["detail"];
+    assert_eq!(json["retention"]["available"], Value::Bool(true));
+    assert_eq!(json["retention"]["status"], d["status"]);
+    assert_eq!(r.retention.detail.as_ref(), Some(d));
+    let csv = |table: &str, key: &str, subkey: &str| {
+        rows.iter()
+            .find(|r| r[0] == "retention" && r[1] == table && r[2] == key && r[3] == subkey)
+            .map(|r| r[4].clone())
+            .unwrap_or_else(|| panic!("no CSV row retention,{table},{key},{subkey}"))
+    };
+    assert_eq!(csv("", "available", ""), "true");
+    assert!(csv("", "status", "").starts_with("VIOLATION: the latest retention check"));
+    for key in [
+        "holds_in_force",
+        "holds_released_in_period",
+        "checks_run",
+        "checks_compliant",
+        "purges_authorized",
+        "purges_in_period",
+        "payloads_authorized",
+        "gaps_ended",
+        "read_model_position",
+    ] {
+        let n = d[key].as_u64().unwrap();
+        assert_eq!(csv("detail", key, ""), n.to_string(), "{key}");
+        assert!(
+            html.contains(&format!(">{n}</td>")),
+            "{key} = {n} missing from the HTML"
+        );
+    }
+    assert_eq!(csv("detail", "policy", "default_years"), "6");
+    assert_eq!(csv("detail", "policy", "rules.2.years"), "10");
+    assert_eq!(
+        csv("detail", "policy", "rules.2.why"),
+        "'=state schedule, <b>cited</b>"
+    );
+    assert_eq!(csv("detail", "holds", "1.seq"), "17");
+    assert_eq!(csv("detail", "holds", "1.subject"), "k1:held-patient");
+    assert_eq!(csv("detail", "holds", "2.subject"), "");
+    assert_eq!(csv("detail", "latest_check", "seq"), "1180");
+    assert_eq!(csv("detail", "latest_check", "findings.1"), "coverage_gap");
+    assert_eq!(csv("detail", "checks", "3.ok"), "false");
+    assert_eq!(csv("detail", "purges", "2.count"), "133");
+    assert_eq!(csv("detail", "purges", "2.authorized_by"), "'-counsel");
+    assert_eq!(csv("detail", "gaps", "1.minutes"), "190");
+
+    // The HTML: every listed record, with its figures.
+    for hold in d["holds"].as_array().unwrap() {
+        assert!(html.contains(&format!(">{}</td>", hold["seq"])));
+    }
+    assert!(html.contains("<code>k1:held-patient</code>"));
+    for check in d["checks"].as_array().unwrap() {
+        for k in ["seq", "entries", "head"] {
+            assert!(html.contains(&format!(">{}</td>", check[k])), "check {k}");
+        }
+    }
+    for purge in d["purges"].as_array().unwrap() {
+        for k in ["seq", "from", "to", "count"] {
+            assert!(html.contains(&format!(">{}</td>", purge[k])), "purge {k}");
+        }
+        assert!(html.contains(purge["archive"].as_str().unwrap()));
+    }
+    let gap = &d["gaps"][0];
+    assert!(html.contains(&format!(">{}</td>", gap["minutes"])));
+    assert!(html.contains(&format!(">{}</td>", gap["resumed_seq"])));
+    assert!(html.contains(">cgm-coverage</td>"));
+    assert!(html.contains(">coverage_gap</td>"));
+    assert!(html.contains("=state schedule, &lt;b&gt;cited&lt;/b&gt;"));
+    assert!(html.contains("class=\"banner bad\">VIOLATION: the latest retention check"));
+    assert!(!html.contains("Retention checks are not available"));
 }
 
 #[test]
@@ -424,6 +565,50 @@ fn hipaa_json_round_trips() {
     let r = build_hipaa(input(failed_integrity()));
     let back: HipaaReport = serde_json::from_str(&hipaa_json(&r)).unwrap();
     assert_eq!(back, r);
+    let r = build_hipaa(HipaaInput {
+        retention: Some(retention_status()),
+        ..input(ok_integrity())
+    });
+    let back: HipaaReport = serde_json::from_str(&hipaa_json(&r)).unwrap();
+    assert_eq!(back, r);
+}
+
+#[test]
+fn the_retention_section_takes_the_status_line_and_says_when_it_is_missing() {
+    let r = build_hipaa(HipaaInput {
+        retention: Some(retention_status()),
+        ..input(ok_integrity())
+    });
+    assert!(r.retention.available);
+    assert_eq!(
+        r.retention.status,
+        retention_status()["status"].as_str().unwrap()
+    );
+    let html = hipaa_html(&build_hipaa(input(ok_integrity())));
+    assert!(html.contains(
+        "Retention checks are not available: retention checks not available in this version."
+    ));
+    // A status without checks, holds or purges renders its empty notes.
+    let mut empty = retention_status();
+    for list in ["holds", "checks", "purges", "gaps"] {
+        empty[list] = Value::Array(vec![]);
+    }
+    empty["latest_check"] = Value::Null;
+    empty["status"] = "NO CHECK: no retention check was recorded".into();
+    let html = hipaa_html(&build_hipaa(HipaaInput {
+        retention: Some(empty),
+        ..input(ok_integrity())
+    }));
+    for note in [
+        "No retention check was recorded before the end of the period.",
+        "No legal hold in force.",
+        "No retention check was recorded in this period.",
+        "No purge authorization was recorded before the end of the period.",
+        "No coverage gap ended in this period.",
+    ] {
+        assert!(html.contains(note), "{note}");
+    }
+    assert!(html.contains("class=\"banner warn\">NO CHECK"));
 }
 
 const EXTERNAL: [&str; 7] = [

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use ledger::payload::{StoredActor, StoredEvent};
-use ledger::record::{HoldRelease, HoldScope, LegalHold, RetentionCheck};
+use ledger::record::{
+    HoldRelease, HoldScope, LegalHold, PurgeAuthorization, PurgedRule, RetentionCheck,
+};
 use ledger::Digest;
 use proptest::prelude::*;
 
@@ -308,20 +310,105 @@ fn source_rows_are_written_once_per_commit() {
     assert!(again.is_empty(), "nothing changed since");
 }
 
-#[test]
-fn other_records_are_ordinary_entries() {
-    let check = Record::RetentionCheck(RetentionCheck {
-        ok: true,
+fn check_record(ok: bool, as_of: i64) -> Record {
+    Record::RetentionCheck(RetentionCheck {
+        ok,
         head: Some(1),
-        as_of: T0,
+        as_of,
         entries: 2,
-        findings: vec![],
-        violations: 0,
-    });
-    let (rows, _) = run(&CoverageConfig::default(), &[with_record(T0, check)], &[]);
-    assert!(table::<Hold>(&rows, HOLDS).is_empty());
-    let sources: Vec<(String, i64, SourceRow)> = table(&rows, SOURCES);
-    assert_eq!(sources[0].0, "auditledger");
+        findings: if ok {
+            vec![]
+        } else {
+            vec!["coverage_gap".into()]
+        },
+        violations: u64::from(!ok),
+    })
+}
+
+fn purge_record(from: Seq, to: Seq) -> Record {
+    Record::PurgeAuthorization(PurgeAuthorization {
+        to,
+        from,
+        count: to - from + 1,
+        holds: vec![1],
+        rules: vec![PurgedRule {
+            rule: "default".into(),
+            count: to - from + 1,
+            years: 6,
+            newest: T0 - 7 * 365 * 24 * HOUR_US,
+        }],
+        ranges: vec![(from, to)],
+        archive: "ab".repeat(32),
+        archive_size: to + 1,
+        authorized_by: "privacy officer, ticket 7".into(),
+    })
+}
+
+#[test]
+fn checks_and_purges_are_listed_and_are_otherwise_ordinary_entries() {
+    let items = [
+        with_record(T0, check_record(true, T0 - 5)),
+        item(T0 + 1, "ehr"),
+        with_record(T0 + 2, purge_record(1, 2)),
+        with_record(T0 + 3, check_record(false, T0 + 3)),
+    ];
+    for cuts in [vec![], vec![1], vec![3], vec![1, 2, 3]] {
+        let (rows, state) = run(&CoverageConfig::default(), &items, &cuts);
+        assert!(table::<Hold>(&rows, HOLDS).is_empty());
+        let sources: Vec<(String, i64, SourceRow)> = table(&rows, SOURCES);
+        assert_eq!(sources[0].0, "auditledger");
+
+        let checks: Vec<(String, i64, CheckRow)> = table(&rows, CHECKS);
+        let keys: Vec<(&str, i64)> = checks.iter().map(|(k, o, _)| (k.as_str(), *o)).collect();
+        assert_eq!(keys, [("1", 0), ("4", 0)], "{cuts:?}");
+        assert_eq!(
+            checks[0].2,
+            CheckRow {
+                seq: 1,
+                recorded_at: Timestamp(T0),
+                ok: true,
+                head: Some(1),
+                as_of: Timestamp(T0 - 5),
+                entries: 2,
+                findings: vec![],
+                violations: 0,
+            }
+        );
+        assert_eq!(
+            (
+                checks[1].2.ok,
+                checks[1].2.violations,
+                &checks[1].2.findings[..]
+            ),
+            (false, 1, &["coverage_gap".to_owned()][..])
+        );
+        assert_eq!(rows[&(CHECKS.into(), "4".into(), 0)].0, Timestamp(T0 + 3));
+
+        let purges: Vec<(String, i64, PurgeRow)> = table(&rows, PURGES);
+        assert_eq!(purges.len(), 1);
+        let p = &purges[0].2;
+        assert_eq!(purges[0].0, "3");
+        assert_eq!((p.seq, p.recorded_at), (3, Timestamp(T0 + 2)));
+        assert_eq!((p.from, p.to, p.count), (1, 2, 2));
+        assert_eq!(p.authorized_by, "privacy officer, ticket 7");
+        assert_eq!((p.archive.len(), p.archive_size), (64, 3));
+        assert_eq!(p.holds, [1]);
+        assert_eq!(p.rules[0].rule, "default");
+        assert_eq!(rows[&(PURGES.into(), "3".into(), 0)].0, Timestamp(T0 + 2));
+
+        // Neither is in the saved state.
+        let (_, without) = run(
+            &CoverageConfig::default(),
+            &[
+                item(T0, "auditledger"),
+                item(T0 + 1, "ehr"),
+                item(T0 + 2, "auditledger"),
+                item(T0 + 3, "auditledger"),
+            ],
+            &[],
+        );
+        assert_eq!(state, without);
+    }
 }
 
 #[test]
@@ -352,7 +439,7 @@ fn a_state_of_another_version_or_shape_is_refused() {
 
 /// A generated entry: a gap after the one before (minutes), a source, and what it is.
 fn items() -> impl Strategy<Value = Vec<Item>> {
-    prop::collection::vec((0..200i64, 0..4u8, 0..12u8), 1..120).prop_map(|spec| {
+    prop::collection::vec((0..200i64, 0..4u8, 0..14u8), 1..120).prop_map(|spec| {
         let mut at = T0;
         spec.into_iter()
             .enumerate()
@@ -368,6 +455,8 @@ fn items() -> impl Strategy<Value = Vec<Item>> {
                     0 => Item { at, event: None },
                     1 => with_record(at, hold_record(HoldScope::Stream, None)),
                     2 => with_record(at, release_record((i as Seq).saturating_sub(3))),
+                    3 => with_record(at, check_record(minutes % 2 == 0, at - minutes)),
+                    4 => with_record(at, purge_record(1, (i as Seq).max(1))),
                     _ => item(at, source),
                 }
             })
