@@ -224,6 +224,16 @@ async fn holds_archive_purge_and_the_check_through_the_binary() {
     );
     let report = json_of(&dir, &["retention", "check", "--json"], 0);
     assert_eq!(report["payloads_purged"].as_u64(), Some(purged), "{report}");
+    // A full export carries the authorization with the purged entries: it verifies offline.
+    let full = tmp.path().join("full.cbor");
+    ok(&dir, &["export", "--out", full.to_str().unwrap()]);
+    let v = json_of(
+        &tmp.path().join("elsewhere"),
+        &["verify", "--json", "--export", full.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(v["payloads_purged"].as_u64(), Some(purged), "{v}");
+    assert_eq!(v["purges"][0]["purged"].as_u64(), Some(purged), "{v}");
 
     // Again: nothing left to purge; refused, and the refusal recorded.
     let (code, out) = status(&dir, &["purge", "--archive", a, "--authorized-by", "again"]);

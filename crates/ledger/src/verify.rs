@@ -120,8 +120,7 @@ pub struct PurgeTally {
     pub seq: Seq,
     pub recorded_at: Timestamp,
     pub authorization: PurgeAuthorization,
-    /// Payloads purged in its range (each counted under the first authorization after it
-    /// whose range holds it).
+    /// Payloads purged in its runs (`authorization.ranges`).
     pub purged: u64,
     /// `recorded_at` of the newest and oldest entries purged under it.
     pub newest_purged: Option<Timestamp>,
@@ -495,13 +494,25 @@ impl Verifier {
             .flat_map(|(i, t)| t.authorization.ranges.iter().map(move |&(f, l)| (f, l, i)))
             .collect();
         runs.sort_unstable();
+        // The furthest any run up to each index reaches: monotone even if authorizations
+        // overlap (which only forged ones do), so a binary search finds where to start.
+        let reach: Vec<Seq> = runs
+            .iter()
+            .scan(0, |max, &(_, last, _)| {
+                *max = last.max(*max);
+                Some(*max)
+            })
+            .collect();
         let (mut total, mut uncovered) = (0u64, None::<Seq>);
         for run in &self.purged {
             total += run.to - run.from + 1;
             // The first authorized run that may reach this purged run.
-            let start = runs.partition_point(|&(_, last, _)| last < run.from);
+            let start = reach.partition_point(|&last| last < run.from);
             let mut cursor = run.from; // everything before it is accounted for
             for &(first, last, i) in runs[start..].iter().take_while(|r| r.0 <= run.to) {
+                if last < run.from {
+                    continue;
+                }
                 if first > cursor && uncovered.is_none() {
                     uncovered = Some(cursor);
                 }

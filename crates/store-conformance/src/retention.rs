@@ -326,6 +326,12 @@ pub async fn archive_and_purge_past_the_horizon(store: Arc<dyn Store>) {
     assert!(v.ok, "{v:?}");
     assert_eq!(v.purges.len(), 2);
     assert_eq!(v.payloads_purged, purged + after.purged);
+    // The two authorizations' spans overlap; each payload counts under the one whose runs
+    // hold it.
+    assert_eq!(
+        (v.purges[0].purged, v.purges[1].purged),
+        (purged, after.purged)
+    );
     let r = check(&store, &clock).await;
     assert!(r.ok, "{}", r.text());
 }
