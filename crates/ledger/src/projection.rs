@@ -157,6 +157,41 @@ pub struct Runner<P: Projection> {
     commit_every: usize,
 }
 
+/// A projection's saved state as CBOR `[version, state]`: what [`Projection::save`] returns
+/// for a state that serde can write.
+pub fn encode_state<T: serde::Serialize>(version: u32, state: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&(version, state), &mut out)
+        .expect("CBOR encoding into memory does not fail");
+    out
+}
+
+/// Reads a state written by [`encode_state`], refusing another version, stray bytes or another
+/// shape with a message naming the projection (`name`).
+pub fn decode_state<T: serde::de::DeserializeOwned>(
+    name: &str,
+    version: u32,
+    bytes: &[u8],
+) -> Result<T, String> {
+    let mut rest = bytes;
+    let (found, value): (u32, ciborium::Value) = ciborium::from_reader(&mut rest)
+        .map_err(|e| format!("saved {name} state is not valid CBOR: {e}"))?;
+    if found != version {
+        return Err(format!(
+            "saved {name} state has format version {found}; this build reads {version}"
+        ));
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "saved {name} state is followed by {} stray bytes",
+            rest.len()
+        ));
+    }
+    value
+        .deserialized()
+        .map_err(|e| format!("saved {name} state has an unexpected shape: {e}"))
+}
+
 /// How many verified entries are applied between commits during catch-up.
 pub const COMMIT_EVERY: usize = 16_384;
 

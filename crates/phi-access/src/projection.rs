@@ -355,7 +355,7 @@ impl Projection for PhiAccessProjection {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let state = decode_state(state)?;
+        let state: State = ledger::projection::decode_state(NAME, STATE_VERSION, state)?;
         self.newest_day = state.newest_day;
         self.days = state
             .days
@@ -395,10 +395,7 @@ impl Projection for PhiAccessProjection {
                 })
                 .collect(),
         };
-        let mut out = Vec::new();
-        ciborium::into_writer(&(STATE_VERSION, &state), &mut out)
-            .expect("CBOR encoding into memory does not fail");
-        out
+        ledger::projection::encode_state(STATE_VERSION, &state)
     }
 
     fn apply(&mut self, entry: &VerifiedEntry<'_>, effects: &mut Effects) {
@@ -582,26 +579,6 @@ impl UserState {
             },
         ))
     }
-}
-
-fn decode_state(bytes: &[u8]) -> Result<State, String> {
-    let mut rest = bytes;
-    let (found, value): (u32, ciborium::Value) = ciborium::from_reader(&mut rest)
-        .map_err(|e| format!("saved phi-access state is not valid CBOR: {e}"))?;
-    if found != STATE_VERSION {
-        return Err(format!(
-            "saved phi-access state has format version {found}; this build reads {STATE_VERSION}"
-        ));
-    }
-    if !rest.is_empty() {
-        return Err(format!(
-            "saved phi-access state is followed by {} stray bytes",
-            rest.len()
-        ));
-    }
-    value
-        .deserialized()
-        .map_err(|e| format!("saved phi-access state has an unexpected shape: {e}"))
 }
 
 #[cfg(test)]

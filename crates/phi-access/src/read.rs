@@ -7,10 +7,11 @@
 //! not parse is [`StoreError::Corrupt`], naming the row: the read model is derived data, and
 //! the remedy is a rebuild.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use ledger::{ReadModelRow, RowQuery, Seq, Store, StoreError, StreamId, Timestamp};
+use ledger::readmodel::{paged, RowRange as Range, StoreRows};
+use ledger::{ReadModelRow, Seq, Store, StoreError, StreamId, Timestamp};
 use serde::de::DeserializeOwned;
 
 use crate::model::{Access, Change, DayTotals, SiteCalendar, UserDay};
@@ -169,30 +170,6 @@ pub async fn changes(
     found.iter().map(|row| parse(row, "change")).collect()
 }
 
-/// A range of one table.
-struct Range<'a> {
-    table: &'a str,
-    key: Option<&'a str>,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-}
-
-/// Where pages of rows come from: the store, or (in tests) rows in memory.
-trait RowSource {
-    async fn rows(&self, query: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError>;
-}
-
-struct StoreRows<'a> {
-    store: &'a dyn Store,
-    stream: &'a StreamId,
-}
-
-impl RowSource for StoreRows<'_> {
-    async fn rows(&self, query: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError> {
-        self.store.read_model_rows(NAME, self.stream, query).await
-    }
-}
-
 /// The first `max` rows of `range` in the store's `(at, key, ord)` order.
 async fn rows(
     store: &dyn Store,
@@ -200,77 +177,12 @@ async fn rows(
     range: &Range<'_>,
     max: usize,
 ) -> Result<Vec<ReadModelRow>, StoreError> {
-    paged(&StoreRows { store, stream }, range, max, PAGE).await
-}
-
-/// The first `max` rows of `range`, read in pages of `page` rows. Each page after the first
-/// starts at the last `at` of the one before, skipping the rows of that instant already read
-/// (`(key, ord)` identifies a row); an instant with more rows than a page is read whole.
-async fn paged(
-    source: &impl RowSource,
-    range: &Range<'_>,
-    max: usize,
-    page: usize,
-) -> Result<Vec<ReadModelRow>, StoreError> {
-    let page = page.max(1);
-    let query = |from: Option<Timestamp>, to: Option<Timestamp>, limit: usize| RowQuery {
-        table: range.table.to_owned(),
-        key: range.key.map(str::to_owned),
-        from,
-        to,
-        limit,
-        newest_first: false,
+    let source = StoreRows {
+        store,
+        projection: NAME,
+        stream,
     };
-    let mut out: Vec<ReadModelRow> = Vec::new();
-    let mut from = range.from;
-    // The rows already read at `from` (the instant the next page starts at).
-    let mut seen: HashSet<(String, i64)> = HashSet::new();
-    while out.len() < max {
-        let rows = source.rows(&query(from, range.to, page)).await?;
-        let full = rows.len() >= page;
-        let (Some(first), Some(last)) = (rows.first().map(|r| r.at), rows.last().map(|r| r.at))
-        else {
-            break;
-        };
-        if full && first == last {
-            // One instant fills the page: read that instant whole, then go on after it.
-            let after = Timestamp(last.0.saturating_add(1));
-            let instant = source
-                .rows(&query(Some(last), Some(after), usize::MAX))
-                .await?;
-            out.extend(
-                instant
-                    .into_iter()
-                    .filter(|r| !seen.contains(&(r.key.clone(), r.ord))),
-            );
-            seen.clear();
-            if last.0 == i64::MAX {
-                break;
-            }
-            from = Some(after);
-            continue;
-        }
-        let boundary = from;
-        let mut next_seen = HashSet::new();
-        for row in rows {
-            if Some(row.at) == boundary && seen.contains(&(row.key.clone(), row.ord)) {
-                continue;
-            }
-            if full && row.at == last {
-                next_seen.insert((row.key.clone(), row.ord));
-            }
-            out.push(row);
-        }
-        if !full {
-            break;
-        }
-        // `last` is after the page's first instant, so the rows of `last` read so far are
-        // exactly those of this page.
-        seen = next_seen;
-        from = Some(last);
-    }
-    out.truncate(max);
-    Ok(out)
+    paged(&source, range, max, PAGE).await
 }
 
 fn corrupt(row: &ReadModelRow, what: &str, why: impl std::fmt::Display) -> StoreError {

@@ -333,7 +333,7 @@ impl Projection for RetentionProjection {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
-        let state = decode_state(state)?;
+        let state: State = ledger::projection::decode_state(NAME, STATE_VERSION, state)?;
         self.holds = state.holds.into_iter().map(|h| (h.seq, h)).collect();
         self.sources = state.sources.into_iter().collect();
         Ok(())
@@ -348,10 +348,7 @@ impl Projection for RetentionProjection {
                 .map(|(k, s)| (k.clone(), s.clone()))
                 .collect(),
         };
-        let mut out = Vec::new();
-        ciborium::into_writer(&(STATE_VERSION, &state), &mut out)
-            .expect("CBOR encoding into memory does not fail");
-        out
+        ledger::projection::encode_state(STATE_VERSION, &state)
     }
 
     fn apply(&mut self, entry: &VerifiedEntry<'_>, effects: &mut Effects) {
@@ -415,26 +412,6 @@ struct State {
     holds: Vec<Hold>,
     /// Ascending by source.
     sources: Vec<(String, SourceState)>,
-}
-
-fn decode_state(bytes: &[u8]) -> Result<State, String> {
-    let mut rest = bytes;
-    let (found, value): (u32, ciborium::Value) = ciborium::from_reader(&mut rest)
-        .map_err(|e| format!("saved retention state is not valid CBOR: {e}"))?;
-    if found != STATE_VERSION {
-        return Err(format!(
-            "saved retention state has format version {found}; this build reads {STATE_VERSION}"
-        ));
-    }
-    if !rest.is_empty() {
-        return Err(format!(
-            "saved retention state is followed by {} stray bytes",
-            rest.len()
-        ));
-    }
-    value
-        .deserialized()
-        .map_err(|e| format!("saved retention state has an unexpected shape: {e}"))
 }
 
 #[cfg(test)]

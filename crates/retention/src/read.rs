@@ -6,8 +6,7 @@
 //! whose value does not parse is [`StoreError::Corrupt`], naming the row: the read model is
 //! derived data, and the remedy is a rebuild (`auditledger project retention --rebuild`).
 
-use std::collections::HashSet;
-
+use ledger::readmodel::{paged, RowRange, StoreRows};
 use ledger::{ReadModelRow, RowQuery, Seq, Store, StoreError, StreamId, Timestamp};
 use serde::de::DeserializeOwned;
 
@@ -130,97 +129,16 @@ async fn parsed<T: DeserializeOwned>(
     to: Option<Timestamp>,
     what: &str,
 ) -> Result<Vec<T>, StoreError> {
-    paged(&StoreRows { store, stream }, table, from, to, PAGE)
+    let source = StoreRows {
+        store,
+        projection: NAME,
+        stream,
+    };
+    paged(&source, &RowRange::table(table, from, to), usize::MAX, PAGE)
         .await?
         .iter()
         .map(|row| parse(row, what))
         .collect()
-}
-
-/// Where pages of rows come from: the store, or (in tests) rows in memory.
-trait RowSource {
-    async fn rows(&self, query: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError>;
-}
-
-struct StoreRows<'a> {
-    store: &'a dyn Store,
-    stream: &'a StreamId,
-}
-
-impl RowSource for StoreRows<'_> {
-    async fn rows(&self, query: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError> {
-        self.store.read_model_rows(NAME, self.stream, query).await
-    }
-}
-
-/// Every row of `table` with `from <= at < to` (an absent bound is open), in the store's
-/// `(at, key, ord)` order, read in pages of `page` rows (the paging of `phi_access::read`).
-/// Each page after the first starts at the last `at` of the one before, skipping the rows of
-/// that instant already read (`(key, ord)` identifies a row); an instant with more rows than a
-/// page is read whole.
-async fn paged(
-    source: &impl RowSource,
-    table: &str,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-    page: usize,
-) -> Result<Vec<ReadModelRow>, StoreError> {
-    let page = page.max(1);
-    let query = |from: Option<Timestamp>, to: Option<Timestamp>, limit: usize| RowQuery {
-        table: table.to_owned(),
-        key: None,
-        from,
-        to,
-        limit,
-        newest_first: false,
-    };
-    let mut out: Vec<ReadModelRow> = Vec::new();
-    let mut from = from;
-    // The rows already read at `from` (the instant the next page starts at).
-    let mut seen: HashSet<(String, i64)> = HashSet::new();
-    loop {
-        let rows = source.rows(&query(from, to, page)).await?;
-        let full = rows.len() >= page;
-        let (Some(first), Some(last)) = (rows.first().map(|r| r.at), rows.last().map(|r| r.at))
-        else {
-            break;
-        };
-        if full && first == last {
-            // One instant fills the page: read that instant whole, then go on after it.
-            let after = Timestamp(last.0.saturating_add(1));
-            let instant = source
-                .rows(&query(Some(last), Some(after), usize::MAX))
-                .await?;
-            out.extend(
-                instant
-                    .into_iter()
-                    .filter(|r| !seen.contains(&(r.key.clone(), r.ord))),
-            );
-            seen.clear();
-            if last.0 == i64::MAX {
-                break;
-            }
-            from = Some(after);
-            continue;
-        }
-        let boundary = from;
-        let mut next_seen = HashSet::new();
-        for row in rows {
-            if Some(row.at) == boundary && seen.contains(&(row.key.clone(), row.ord)) {
-                continue;
-            }
-            if full && row.at == last {
-                next_seen.insert((row.key.clone(), row.ord));
-            }
-            out.push(row);
-        }
-        if !full {
-            break;
-        }
-        seen = next_seen;
-        from = Some(last);
-    }
-    Ok(out)
 }
 
 fn parse<T: DeserializeOwned>(row: &ReadModelRow, what: &str) -> Result<T, StoreError> {
@@ -234,44 +152,7 @@ fn parse<T: DeserializeOwned>(row: &ReadModelRow, what: &str) -> Result<T, Store
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
-
-    use proptest::prelude::*;
-
     use super::*;
-
-    /// Rows in memory, read with the stores' semantics.
-    struct Memory(Vec<ReadModelRow>);
-
-    impl RowSource for Memory {
-        async fn rows(&self, q: &RowQuery) -> Result<Vec<ReadModelRow>, StoreError> {
-            let mut rows: Vec<ReadModelRow> = self
-                .0
-                .iter()
-                .filter(|r| {
-                    r.table == q.table
-                        && q.key.as_ref().is_none_or(|k| *k == r.key)
-                        && q.from.is_none_or(|f| r.at >= f)
-                        && q.to.is_none_or(|t| r.at < t)
-                })
-                .cloned()
-                .collect();
-            rows.sort_by(|a, b| (a.at, &a.key, a.ord).cmp(&(b.at, &b.key, b.ord)));
-            rows.truncate(q.limit);
-            Ok(rows)
-        }
-    }
-
-    /// Runs a future that never waits (the memory source never does).
-    fn ready<F: Future>(f: F) -> F::Output {
-        let mut f = pin!(f);
-        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("the memory source never waits"),
-        }
-    }
 
     fn row(table: &str, key: &str, ord: i64, at: i64) -> ReadModelRow {
         ReadModelRow {
@@ -281,12 +162,6 @@ mod tests {
             at: Timestamp(at),
             value: "{}".into(),
         }
-    }
-
-    fn ids(rows: &[ReadModelRow]) -> Vec<(i64, String, i64)> {
-        rows.iter()
-            .map(|r| (r.at.0, r.key.clone(), r.ord))
-            .collect()
     }
 
     #[test]
@@ -312,34 +187,5 @@ mod tests {
         let bad = row(GAPS, "ehr-web", 7, 1);
         let err = parse::<Gap>(&bad, "coverage gap").unwrap_err();
         assert!(err.to_string().contains("gap/ehr-web/7"), "{err}");
-    }
-
-    proptest! {
-        #[test]
-        fn pages_give_every_row_once_in_order(
-            spec in prop::collection::vec((0..6i64, 0..3u8, 0..4i64), 0..40),
-            page in 1..8usize,
-            from in prop::option::of(0..6i64),
-            to in prop::option::of(0..7i64),
-        ) {
-            let mut rows: Vec<ReadModelRow> = Vec::new();
-            for (at, k, ord) in spec {
-                let k = format!("k{k}");
-                if !rows.iter().any(|r| r.key == k && r.ord == ord) {
-                    rows.push(row("t", &k, ord, at));
-                }
-            }
-            rows.push(row("other", "k0", 0, 3));
-            let source = Memory(rows);
-            let all = RowQuery {
-                from: from.map(Timestamp),
-                to: to.map(Timestamp),
-                ..RowQuery::table("t", usize::MAX)
-            };
-            let expected = ids(&ready(source.rows(&all)).unwrap());
-            let got = ready(paged(&source, "t", from.map(Timestamp), to.map(Timestamp), page))
-                .unwrap();
-            prop_assert_eq!(ids(&got), expected);
-        }
     }
 }
