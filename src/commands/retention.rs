@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use ledger::event::ParseOptions;
-use ledger::verify::VerifyOptions;
 use ledger::{Clock, GroupCommitWriter, Ingest, PhiPolicy, SystemClock, Timestamp, WriterConfig};
 use retention::ops::{self, HoldTarget, OpsError, Session};
 use retention::RetentionConfig;
@@ -325,26 +324,17 @@ async fn hold(ctx: &Context, cmd: HoldCommand) -> anyhow::Result<u8> {
 }
 
 async fn check(ctx: &Context, args: CheckArgs) -> anyhow::Result<u8> {
-    use crate::commands::checkpoint::{origin, read_checkpoint, trusted_key};
     let config = args.config.load(&ctx.global.data_dir)?;
     let as_of = match &args.as_of {
         Some(s) => parse_instant(s)?,
         None => SystemClock.now(),
     };
-    let key = trusted_key(ctx, args.public_key.as_deref(), &origin(ctx, None));
-    let checkpoints = if args.checkpoint.is_empty() {
-        Vec::new()
-    } else {
-        let key = key.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        args.checkpoint
-            .iter()
-            .map(|p| read_checkpoint(p, key))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let opts = VerifyOptions {
-        checkpoints,
-        checkpoint_key: key.ok(),
-    };
+    let opts = crate::commands::verify::checkpoint_options(
+        ctx,
+        &args.checkpoint,
+        args.public_key.as_deref(),
+        None,
+    )?;
     let (session, task) = open_session(ctx).await?;
     let total = session.store.head(&ctx.stream).await?.map(|h| h.seq + 1);
     let bar = progress_bar(!args.json && !args.no_progress, total, "verifying");

@@ -1,6 +1,7 @@
 //! `auditledger verify`: of the store, or of an export file with no store at all.
 
 use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,16 +40,21 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
 
 /// The checkpoints to hold the ledger to (each opened with the trusted key: a bad signature or
 /// another key's checkpoint is refused before anything is verified) and the key for the
-/// store's own checkpoints, when one is available.
-fn checkpoint_options(ctx: &Context, args: &VerifyArgs) -> anyhow::Result<VerifyOptions> {
-    use crate::commands::checkpoint::{origin, read_checkpoint, trusted_key};
-    let origin = origin(ctx, args.origin.as_deref());
-    let key = trusted_key(ctx, args.public_key.as_deref(), &origin);
-    let checkpoints = if args.checkpoint.is_empty() {
+/// store's own checkpoints, when one is available. Shared with `retention check`.
+pub fn checkpoint_options(
+    ctx: &Context,
+    checkpoint: &[PathBuf],
+    public_key: Option<&Path>,
+    origin: Option<&str>,
+) -> anyhow::Result<VerifyOptions> {
+    use crate::commands::checkpoint::{read_checkpoint, trusted_key};
+    let origin = crate::commands::checkpoint::origin(ctx, origin);
+    let key = trusted_key(ctx, public_key, &origin);
+    let checkpoints = if checkpoint.is_empty() {
         Vec::new()
     } else {
         let key = key.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        args.checkpoint
+        checkpoint
             .iter()
             .map(|path| read_checkpoint(path, key))
             .collect::<anyhow::Result<Vec<_>>>()?
@@ -61,7 +67,12 @@ fn checkpoint_options(ctx: &Context, args: &VerifyArgs) -> anyhow::Result<Verify
 
 async fn verify(ctx: &Context, args: VerifyArgs) -> anyhow::Result<u8> {
     let show_progress = !args.json && !args.no_progress;
-    let opts = checkpoint_options(ctx, &args)?;
+    let opts = checkpoint_options(
+        ctx,
+        &args.checkpoint,
+        args.public_key.as_deref(),
+        args.origin.as_deref(),
+    )?;
     let report = match &args.export {
         Some(path) => {
             let file = std::fs::File::open(path)
