@@ -28,32 +28,24 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn open(ctx: &Context) -> anyhow::Result<Recorder> {
-        let store = ctx.open_store().await?;
-        Recorder::start(
-            store,
-            ctx.stream.clone(),
-            ctx.pseudonymizer()?,
-            Arc::new(SystemClock),
-        )
-        .await
+        Recorder::on(ctx.open_store().await?, ctx).await
     }
 
-    /// A recorder on `store` whose entries are recorded at `clock`'s time (tests run the
-    /// retention operations years apart with a manual clock).
-    pub async fn start(
-        store: Arc<dyn Store>,
-        stream: ledger::StreamId,
-        pseudonymizer: ledger::Pseudonymizer,
-        clock: Arc<dyn ledger::Clock>,
-    ) -> anyhow::Result<Recorder> {
-        let mut ingest = Ingest::new(pseudonymizer);
+    /// A recorder on a store already open (e.g. with `Context::open_existing`).
+    pub async fn on(store: Arc<dyn Store>, ctx: &Context) -> anyhow::Result<Recorder> {
+        let mut ingest = Ingest::new(ctx.pseudonymizer()?);
         // Our own text: a name that happened to look like PHI is redacted, not refused.
         ingest.parse = ParseOptions {
             phi_policy: PhiPolicy::Redact,
             ..ParseOptions::default()
         };
-        let (writer, task) =
-            GroupCommitWriter::start(store.clone(), stream, clock, WriterConfig::default()).await?;
+        let (writer, task) = GroupCommitWriter::start(
+            store.clone(),
+            ctx.stream.clone(),
+            Arc::new(SystemClock),
+            WriterConfig::default(),
+        )
+        .await?;
         ingest.alg = writer.hash_alg();
         Ok(Recorder {
             ingest,
@@ -61,6 +53,20 @@ impl Recorder {
             task,
             store,
         })
+    }
+
+    /// The retention operations' session on this recorder's writer, acting as the admin
+    /// operator, on the system clock; await the handle after dropping the session.
+    pub fn into_session(self) -> (retention::ops::Session, tokio::task::JoinHandle<()>) {
+        let session = retention::ops::Session {
+            store: self.store,
+            stream: self.writer.stream().clone(),
+            writer: self.writer,
+            ingest: self.ingest,
+            clock: Arc::new(SystemClock),
+            actor: Recorder::operator("admin"),
+        };
+        (session, self.task)
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
@@ -96,35 +102,11 @@ impl Recorder {
 
     /// Appends one event of the event contract and returns its receipt once durable.
     pub async fn record_body(&self, body: &serde_json::Value) -> anyhow::Result<Receipt> {
-        self.append_prepared(body, self.ingest.prepare(body, None))
-            .await
-    }
-
-    /// Appends an event the ledger writes about itself (`body` done by an admin operator,
-    /// carrying `record`), with the clock's time as `occurred_at`.
-    pub async fn record_with(
-        &self,
-        action: &str,
-        resource: serde_json::Value,
-        detail: &str,
-        record: ledger::record::Record,
-        occurred_at: ledger::Timestamp,
-    ) -> anyhow::Result<Receipt> {
-        let body = json!({"occurred_at": occurred_at.to_rfc3339(), "action": action,
-                          "outcome": "success", "actor": Recorder::operator("admin"),
-                          "resource": resource, "source": "auditledger", "detail": detail});
-        let prepared = self.ingest.prepare_record(&body, record);
-        self.append_prepared(&body, prepared).await
-    }
-
-    async fn append_prepared(
-        &self,
-        body: &serde_json::Value,
-        prepared: Result<ledger::PreparedEntry, ledger::EventError>,
-    ) -> anyhow::Result<Receipt> {
         let action = body["action"].as_str().unwrap_or("operator").to_owned();
-        let prepared =
-            prepared.map_err(|e| anyhow::anyhow!("cannot record the {action} event: {e}"))?;
+        let prepared = self
+            .ingest
+            .prepare(body, None)
+            .map_err(|e| anyhow::anyhow!("cannot record the {action} event: {e}"))?;
         let mut receipts = self
             .writer
             .append(vec![prepared])

@@ -2,18 +2,16 @@
 //! the command line of the retention crate's operations (crates/retention/src/ops.rs).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use ledger::event::ParseOptions;
-use ledger::{Clock, GroupCommitWriter, Ingest, PhiPolicy, SystemClock, Timestamp, WriterConfig};
+use ledger::{Clock, SystemClock, Timestamp};
 use retention::ops::{self, HoldTarget, OpsError, Session};
 use retention::RetentionConfig;
 
 use crate::commands::verify::progress_bar;
 use crate::context::Context;
-use crate::recorder::Recorder;
+use crate::recorder::{OperatorEvent, Recorder};
 use crate::rules::load_config_file;
 use crate::{EXIT_DAMAGED, EXIT_OK};
 
@@ -194,31 +192,7 @@ pub fn parse_instant(s: &str) -> anyhow::Result<Timestamp> {
 /// A session acting as the operator who runs the command, with the system clock.
 async fn open_session(ctx: &Context) -> anyhow::Result<(Session, tokio::task::JoinHandle<()>)> {
     let store = ctx.open_existing().await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (writer, task) = GroupCommitWriter::start(
-        store.clone(),
-        ctx.stream.clone(),
-        clock.clone(),
-        WriterConfig::default(),
-    )
-    .await?;
-    let mut ingest = Ingest::new(ctx.pseudonymizer()?);
-    ingest.parse = ParseOptions {
-        phi_policy: PhiPolicy::Redact,
-        ..ParseOptions::default()
-    };
-    ingest.alg = writer.hash_alg();
-    Ok((
-        Session {
-            store,
-            stream: ctx.stream.clone(),
-            writer,
-            ingest,
-            clock,
-            actor: Recorder::operator("admin"),
-        },
-        task,
-    ))
+    Ok(Recorder::on(store, ctx).await?.into_session())
 }
 
 async fn close(session: Session, task: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
@@ -377,11 +351,11 @@ pub async fn archive(ctx: &Context, args: ArchiveArgs) -> anyhow::Result<u8> {
     use crate::commands::checkpoint::{origin, signer};
     let before = parse_instant(&args.before)?;
     let signer = signer(ctx, &origin(ctx, args.origin.as_deref()))?;
-    let (session, task) = open_session(ctx).await?;
+    let recorder = Recorder::on(ctx.open_existing().await?, ctx).await?;
     let bar = progress_bar(true, None, "archiving");
     let b = bar.clone();
     let result = retention::archive::write_archive(
-        session.store.clone(),
+        recorder.store(),
         &ctx.stream,
         before,
         &args.out,
@@ -396,23 +370,20 @@ pub async fn archive(ctx: &Context, args: ArchiveArgs) -> anyhow::Result<u8> {
     let summary = match refused_or(result)? {
         Ok(s) => s,
         Err(why) => {
-            close(session, task).await?;
+            recorder.close().await?;
             eprintln!("REFUSED: {why}");
             return Ok(EXIT_DAMAGED);
         }
     };
     // Copying entries out of the ledger is itself an access to the audit log.
-    let recorded = Recorder::operator("admin");
-    let body = serde_json::json!({"occurred_at": session.now().to_rfc3339(), "action": "export",
-        "outcome": "success", "actor": recorded, "resource": {"type": "AuditLog"},
-        "source": "auditledger",
-        "detail": format!("archive of entries 0 to {} written", summary.entries() - 1)});
-    let prepared = session
-        .ingest
-        .prepare(&body, None)
-        .map_err(|e| anyhow::anyhow!("cannot record the archive: {e}"))?;
-    let receipt = session.writer.append(vec![prepared]).await?.remove(0);
-    close(session, task).await?;
+    recorder
+        .record(OperatorEvent {
+            action: "export",
+            resource: serde_json::json!({"type": "AuditLog"}),
+            detail: &format!("archive of entries 0 to {} written", summary.entries() - 1),
+        })
+        .await?;
+    recorder.close().await?;
     println!(
         "archived entries 0..={} of stream {} (recorded {} to {}) to {}",
         summary.entries() - 1,
@@ -436,7 +407,6 @@ pub async fn archive(ctx: &Context, args: ArchiveArgs) -> anyhow::Result<u8> {
         "check it offline: auditledger verify --export {} --public-key <verifier key>",
         summary.path.display()
     );
-    eprintln!("recorded as ledger entry seq {}", receipt.seq);
     Ok(EXIT_OK)
 }
 
