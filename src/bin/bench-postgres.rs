@@ -333,12 +333,23 @@ async fn run(args: &Args, db: &mut Client, schema: &SchemaName) -> anyhow::Resul
     }
 
     let prepared = Arc::new(prepared);
-    let copy_store: Arc<dyn Store> = Arc::new(PostgresStore::connect(url, schema).await?);
+    let store_with = |append_method| async move {
+        let options = PostgresOptions {
+            append_method,
+            ..Default::default()
+        };
+        anyhow::Ok(
+            Arc::new(PostgresStore::connect_with(url, schema, options).await?) as Arc<dyn Store>,
+        )
+    };
+    // The product's default (AppendMethod::Auto: one autocommit INSERT per small batch, COPY
+    // for large ones), then each method forced, at 64 appenders and in requests of 4096.
+    let auto_store = store_with(AppendMethod::Auto).await?;
     let mut ours_64 = 0.0;
     for appenders in [1, 16, 64] {
         let row = auditledger_appends(
-            copy_store.clone(),
-            "COPY",
+            auto_store.clone(),
+            "auto",
             prepared.clone(),
             appenders,
             secs,
@@ -349,33 +360,36 @@ async fn run(args: &Args, db: &mut Client, schema: &SchemaName) -> anyhow::Resul
         }
         table.push(row);
     }
-    let insert_store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect_with(
-            url,
-            schema,
-            PostgresOptions {
-                append_method: AppendMethod::Insert,
-                ..Default::default()
-            },
-        )
-        .await?,
-    );
-    let insert_64 = auditledger_appends(
-        insert_store.clone(),
-        "INSERT unnest",
-        prepared.clone(),
-        64,
-        secs,
-    )
-    .await?;
-    let insert_64_rate = insert_64.per_sec;
-    table.push(insert_64);
+    let copy_store = store_with(AppendMethod::Copy).await?;
+    let insert_store = store_with(AppendMethod::Insert).await?;
+    let mut forced_64 = Vec::new();
+    for appenders in [1, 64] {
+        for (label, store) in [("COPY only", &copy_store), ("INSERT only", &insert_store)] {
+            let row = auditledger_appends(store.clone(), label, prepared.clone(), appenders, secs)
+                .await?;
+            if appenders == 64 {
+                forced_64.push(row.per_sec);
+            }
+            table.push(row);
+        }
+    }
     let bulk_n = args.events.min(100_000);
-    let bulk_copy = bulk_append(copy_store.clone(), "bulk-copy", &prepared, bulk_n).await?;
-    let bulk_insert = bulk_append(insert_store, "bulk-insert", &prepared, bulk_n).await?;
-    for (name, rate) in [("COPY", bulk_copy), ("INSERT unnest", bulk_insert)] {
+    let mut bulk = Vec::new();
+    for (label, store) in [
+        ("auto", &auto_store),
+        ("COPY only", &copy_store),
+        ("INSERT only", &insert_store),
+    ] {
+        let rate = bulk_append(
+            store.clone(),
+            &format!("bulk-{}", label.replace(' ', "-").to_lowercase()),
+            &prepared,
+            bulk_n,
+        )
+        .await?;
+        bulk.push(rate);
         table.push(Row {
-            name: format!("auditledger {name}, requests of 4096 (bulk import)"),
+            name: format!("auditledger {label}, requests of 4096 (bulk import)"),
             per_sec: rate,
             p50_ms: None,
             p99_ms: None,
@@ -389,18 +403,22 @@ async fn run(args: &Args, db: &mut Client, schema: &SchemaName) -> anyhow::Resul
         "the raw COPY ceiling",
     );
     println!(
-        "  64 appenders: {:.2}x raw COPY (target >= 0.5), {:.2}x raw COPY of 64 rows per commit, {:.1}x INSERT+COMMIT per event from 1 connection (target >= 30); COPY/INSERT append method: {:.2} at 64 appenders, {:.2} in requests of 4096",
+        "  64 appenders: {:.2}x raw COPY (target >= 0.5), {:.2}x raw COPY of 64 rows per commit, {:.1}x INSERT+COMMIT per event from 1 connection (target >= 30)",
         ours_64 / ceiling,
         ours_64 / copy_64,
         ours_64 / per_event_1,
-        ours_64 / insert_64_rate,
-        bulk_copy / bulk_insert
+    );
+    println!(
+        "  append method, COPY / INSERT: {:.2} at 64 appenders, {:.2} in requests of 4096 (auto takes the INSERT below {} entries per batch, COPY from there)",
+        forced_64[0] / forced_64[1],
+        bulk[1] / bulk[2],
+        store_postgres::AUTO_COPY_FROM,
     );
 
     // Verify: a stream of `verify_entries` entries, written in large requests.
     let vstream = StreamId::new("verify")?;
     let (writer, task) = GroupCommitWriter::start(
-        copy_store.clone(),
+        auto_store.clone(),
         vstream.clone(),
         Arc::new(SystemClock),
         WriterConfig::default(),
@@ -430,7 +448,7 @@ async fn run(args: &Args, db: &mut Client, schema: &SchemaName) -> anyhow::Resul
         raw = raw.max(raw_read(db, schema, vstream.as_str(), total).await?);
         let t = Instant::now();
         let report = verify_store(
-            copy_store.as_ref(),
+            auto_store.as_ref(),
             &vstream,
             &VerifyOptions::default(),
             |_| {},

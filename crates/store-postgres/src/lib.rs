@@ -24,4 +24,4 @@ pub mod store;
 pub use error::PostgresError;
 pub use migrate::{migrate, schema_status, MigrationReport, SCHEMA_VERSION};
 pub use schema::{describe_url, DatabaseUrl, SchemaName, DEFAULT_SCHEMA};
-pub use store::{AppendMethod, PostgresOptions, PostgresStore};
+pub use store::{AppendMethod, PostgresOptions, PostgresStore, AUTO_COPY_FROM};

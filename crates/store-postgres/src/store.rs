@@ -1,8 +1,10 @@
 //! [`PostgresStore`]: the `Store` trait on a deadpool of tokio-postgres connections.
 //!
-//! - **append**: one transaction per batch: the entries by binary `COPY ... FROM STDIN`, the
-//!   Merkle nodes by one `INSERT ... SELECT FROM unnest(...)`, then `COMMIT` (with
-//!   `synchronous_commit = on`, forced per connection), and only then `Ok`. A lost connection
+//! - **append**: one transaction per batch, and only after its durable commit (with
+//!   `synchronous_commit = on`, forced per connection) `Ok`. A small batch is one autocommit
+//!   statement (the entries by `INSERT ... SELECT FROM unnest(...)`, the Merkle nodes in its
+//!   `WITH` clause: one round trip); a large one is a transaction of a binary
+//!   `COPY ... FROM STDIN` and the nodes' `INSERT` (see [`AppendMethod`]). A lost connection
 //!   fails the call with `Backend` and the server rolls the transaction back.
 //! - **pool**: deadpool with `RecyclingMethod::Verified`: a connection is tested with an empty
 //!   query each time it is handed out, so one that died while idle (server restart,
@@ -58,30 +60,53 @@ const PURGE_REFUSED: &str = "ALP01";
 /// Most read-model rows written by one `INSERT ... unnest` statement of a projection commit.
 pub const PUT_CHUNK: usize = 4096;
 
-/// How a batch's entries reach the table. Both are one statement in one transaction.
+/// How a batch reaches the tables.
 ///
-/// Binary COPY is the default because it is the faster. Measured with `scripts/bench-postgres`
-/// (release build; 2-core Xeon, PostgreSQL 15 on the same host, synthetic clinic events with
-/// ~713-byte payloads, every batch committed with `synchronous_commit = on`):
+/// `Auto`, the default, takes the faster of the two for the batch at hand, by size: what costs
+/// a small batch is round trips, what costs a large one is rows.
 ///
-/// | load | COPY | INSERT ... unnest | COPY / INSERT |
-/// | --- | --- | --- | --- |
-/// | requests of 4096 entries (bulk import) | 41,122 entries/s | 33,584 entries/s | 1.22 |
-/// | 64 appenders, one event each (batches of ~64) | 15,243 entries/s | 14,683 entries/s | 1.04 |
+/// - A small batch (what concurrent appenders make: one entry per waiting caller) goes as one
+///   autocommit `INSERT ... SELECT FROM unnest(...)` whose `WITH` clause also inserts the batch's
+///   Merkle nodes: one round trip, committed by the server at the statement's end (the reply
+///   comes after `ReadyForQuery`, so after the durable commit). The same batch by COPY takes
+///   five: `BEGIN`, the COPY's start and its end, the nodes' `INSERT`, `COMMIT`.
+/// - A large batch (a bulk import) goes by binary COPY in a transaction, because the server
+///   parses COPY rows straight from the stream into the heap (in multi-insert batches, which
+///   the chain check, a statement trigger, keeps possible), while the INSERT first builds
+///   fifteen arrays and unnests them; three extra round trips are nothing beside that.
 ///
-/// With small batches both wait on the commit's WAL flush (~4 ms here), so they tie; with large
-/// ones COPY wins because the server parses rows straight from the stream into the heap (in
-/// multi-insert batches, which the chain check, a statement trigger, keeps possible), while
-/// the INSERT first builds fifteen arrays and unnests them. The INSERT stays available for
-/// poolers or proxies that do not pass COPY through, and so the benchmark keeps measuring it.
+/// Measured with `scripts/bench-postgres` (release build, 2 cores, PostgreSQL 15 on the same
+/// host, synthetic clinic events with ~713-byte payloads, `synchronous_commit = on`; three runs
+/// on 2026-12-02, docs/PERFORMANCE.md): a lone appender's acknowledgement took 0.54-0.67 ms
+/// (p50) with the one-statement INSERT and 0.64-0.82 ms with the COPY transaction (1.3-1.7x
+/// the entries/s); with 64 appenders (batches of ~64, bound by the commit) the two were within
+/// the run-to-run noise; in requests of 4096 COPY wrote 1.5-1.7x the entries/s of the INSERT.
+/// [`AUTO_COPY_FROM`] sits between the two regimes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AppendMethod {
-    /// `COPY entries (...) FROM STDIN (FORMAT binary)`, rows encoded by [`crate::binary`].
+    /// One autocommit INSERT below [`AUTO_COPY_FROM`] entries, COPY in a transaction from there.
     #[default]
+    Auto,
+    /// `COPY entries (...) FROM STDIN (FORMAT binary)` (rows encoded by [`crate::binary`]) and
+    /// the nodes' `INSERT`, in one transaction, whatever the batch's size.
     Copy,
-    /// `INSERT INTO entries (...) SELECT * FROM unnest($1::text[], ...)`: one statement, one
-    /// array parameter per column.
+    /// One autocommit `INSERT INTO entries (...) SELECT * FROM unnest($1::text[], ...)` (one
+    /// array parameter per column) with the nodes' `INSERT` in its `WITH` clause, whatever the
+    /// batch's size. Also what works through poolers or proxies that do not pass COPY through.
     Insert,
+}
+
+/// Batches of at least this many entries go by COPY under [`AppendMethod::Auto`].
+pub const AUTO_COPY_FROM: usize = 512;
+
+impl AppendMethod {
+    fn uses_copy(self, entries: usize) -> bool {
+        match self {
+            AppendMethod::Auto => entries >= AUTO_COPY_FROM,
+            AppendMethod::Copy => true,
+            AppendMethod::Insert => false,
+        }
+    }
 }
 
 /// Tuning of a [`PostgresStore`].
@@ -99,7 +124,7 @@ impl Default for PostgresOptions {
     fn default() -> Self {
         PostgresOptions {
             pool_size: 16,
-            append_method: AppendMethod::Copy,
+            append_method: AppendMethod::Auto,
             application_name: None,
         }
     }
@@ -139,7 +164,7 @@ pub(crate) fn config_from_url(
 struct Sql {
     head: String,
     copy_entries: String,
-    insert_entries: String,
+    insert_batch: String,
     insert_nodes: String,
     purge_payloads: String,
     find_idempotent: String,
@@ -166,8 +191,11 @@ impl Sql {
         Sql {
             head: format!("SELECT seq, entry_hash, recorded_at FROM {s}.entries WHERE stream = $1 ORDER BY seq DESC LIMIT 1"),
             copy_entries: format!("COPY {s}.entries ({ENTRY_COLUMNS}) FROM STDIN (FORMAT binary)"),
-            insert_entries: format!(
-                "INSERT INTO {s}.entries ({ENTRY_COLUMNS}) SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bool[], $15::bytea[])"
+            // A data-modifying WITH runs whether or not the main statement reads it; both
+            // inserts are one statement, so one implicit transaction.
+            insert_batch: format!(
+                "WITH nodes AS (INSERT INTO {s}.merkle_nodes (stream, level, idx, hash) SELECT $16, * FROM unnest($17::int2[], $18::int8[], $19::bytea[])) \
+                 INSERT INTO {s}.entries ({ENTRY_COLUMNS}) SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[], $8::text[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bool[], $15::bytea[])"
             ),
             insert_nodes: format!("INSERT INTO {s}.merkle_nodes (stream, level, idx, hash) SELECT $1, * FROM unnest($2::int2[], $3::int8[], $4::bytea[])"),
             // The one privileged function of schema 3: the writer has no UPDATE on entries.
@@ -388,8 +416,10 @@ async fn copy_entries(
 ) -> Result<(), StoreError> {
     let mut buf = BytesMut::new();
     encode_entries(entries, &mut buf);
+    // Prepared once per connection: a COPY given as text is parsed by a round trip each time.
+    let stmt = tx.prepare_cached(sql).await.map_err(backend)?;
     let sink = tx
-        .copy_in::<_, bytes::Bytes>(sql)
+        .copy_in::<_, bytes::Bytes>(&stmt)
         .await
         .map_err(append_error)?;
     futures::pin_mut!(sink);
@@ -399,13 +429,16 @@ async fn copy_entries(
     Ok(())
 }
 
-/// Writes the batch's entries by one `INSERT ... SELECT FROM unnest(...)`.
-async fn insert_entries(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// Writes the batch (entries and Merkle nodes) by one autocommit statement: it returns once
+/// the server has committed it, durably (`synchronous_commit = on`).
+async fn insert_batch(
+    client: &Object,
     sql: &str,
+    stream: &str,
     entries: &[Entry],
+    nodes: &[MerkleNode],
 ) -> Result<(), StoreError> {
-    let stream: Vec<&str> = entries.iter().map(|e| e.stream.as_str()).collect();
+    let streams: Vec<&str> = entries.iter().map(|e| e.stream.as_str()).collect();
     let seq: Vec<i64> = entries.iter().map(|e| seq_param(e.seq)).collect();
     let recorded_at: Vec<i64> = entries.iter().map(|e| e.recorded_at.micros()).collect();
     let payload: Vec<Option<&[u8]>> = entries.iter().map(|e| e.payload.as_deref()).collect();
@@ -429,29 +462,37 @@ async fn insert_entries(
         .iter()
         .map(|e| e.columns.idem.as_ref().map(|d| &d.0[..]))
         .collect();
-    let stmt = tx.prepare_cached(sql).await.map_err(backend)?;
-    tx.execute(
-        &stmt,
-        &[
-            &stream,
-            &seq,
-            &recorded_at,
-            &payload,
-            &payload_digest,
-            &prev_hash,
-            &entry_hash,
-            &kind,
-            &occurred_at,
-            &action,
-            &outcome,
-            &actor,
-            &patient,
-            &phi,
-            &idem,
-        ],
-    )
-    .await
-    .map_err(append_error)?;
+    let node_level: Vec<i16> = nodes.iter().map(|n| i16::from(n.level)).collect();
+    let node_idx: Vec<i64> = nodes.iter().map(|n| seq_param(n.index)).collect();
+    let node_hash: Vec<&[u8]> = nodes.iter().map(|n| &n.hash.0[..]).collect();
+    let stmt = client.prepare_cached(sql).await.map_err(backend)?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &streams,
+                &seq,
+                &recorded_at,
+                &payload,
+                &payload_digest,
+                &prev_hash,
+                &entry_hash,
+                &kind,
+                &occurred_at,
+                &action,
+                &outcome,
+                &actor,
+                &patient,
+                &phi,
+                &idem,
+                &stream,
+                &node_level,
+                &node_idx,
+                &node_hash,
+            ],
+        )
+        .await
+        .map_err(append_error)?;
     Ok(())
 }
 
@@ -607,13 +648,20 @@ impl Store for PostgresStore {
         };
         let stream = first.stream.as_str();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        match self.method {
-            AppendMethod::Copy => copy_entries(&tx, &self.sql.copy_entries, &batch.entries).await?,
-            AppendMethod::Insert => {
-                insert_entries(&tx, &self.sql.insert_entries, &batch.entries).await?
-            }
+        if !self.method.uses_copy(batch.entries.len()) {
+            // An error from this one statement is as ambiguous as one from COMMIT (the
+            // connection may die after the commit); the writer re-reads the head to find out.
+            return insert_batch(
+                &client,
+                &self.sql.insert_batch,
+                stream,
+                &batch.entries,
+                &batch.nodes,
+            )
+            .await;
         }
+        let tx = client.transaction().await.map_err(backend)?;
+        copy_entries(&tx, &self.sql.copy_entries, &batch.entries).await?;
         if !batch.nodes.is_empty() {
             let level: Vec<i16> = batch.nodes.iter().map(|n| i16::from(n.level)).collect();
             let idx: Vec<i64> = batch.nodes.iter().map(|n| seq_param(n.index)).collect();

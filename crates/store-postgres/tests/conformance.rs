@@ -141,18 +141,25 @@ async fn behaviour() {
     store_conformance::behaviour::run_all(store).await;
 }
 
+/// The default (`Auto`) takes the INSERT for small batches and COPY for large ones; each
+/// method forced on every batch size must behave the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn behaviour_with_the_insert_append_method() {
-    let schema = TestSchema::migrated("behaviour_insert").await;
-    let store: Arc<dyn Store> = Arc::new(
-        schema
-            .store_with(store_postgres::PostgresOptions {
-                append_method: store_postgres::AppendMethod::Insert,
-                ..Default::default()
-            })
-            .await,
-    );
-    store_conformance::behaviour::run_all(store).await;
+async fn behaviour_with_each_append_method_forced() {
+    for (label, method) in [
+        ("behaviour_insert", store_postgres::AppendMethod::Insert),
+        ("behaviour_copy", store_postgres::AppendMethod::Copy),
+    ] {
+        let schema = TestSchema::migrated(label).await;
+        let store: Arc<dyn Store> = Arc::new(
+            schema
+                .store_with(store_postgres::PostgresOptions {
+                    append_method: method,
+                    ..Default::default()
+                })
+                .await,
+        );
+        store_conformance::behaviour::run_all(store).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
