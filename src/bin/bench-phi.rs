@@ -51,6 +51,10 @@ struct Args {
     /// Where the ledger is built [default: a temporary directory, removed afterwards].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Entries the projection applies between commits while it catches up [default: the
+    /// projection's own, phi_access::projection::COMMIT_EVERY].
+    #[arg(long)]
+    commit_every: Option<usize>,
 }
 
 const USERS: u64 = 500;
@@ -195,6 +199,9 @@ async fn main() -> anyhow::Result<()> {
         PhiAccessProjection::new(config.clone()),
     )
     .await?;
+    if let Some(n) = args.commit_every {
+        runner.set_commit_every(n);
+    }
     let started = Instant::now();
     let applied = runner.catch_up(|_, _| {}).await?;
     let took = started.elapsed();

@@ -97,6 +97,13 @@ pub trait Projection: Send {
     /// running aggregates in memory (per-day counts, ...) writes the rows that changed since
     /// the last flush here, once per commit instead of once per entry.
     fn flush(&mut self, _effects: &mut Effects) {}
+
+    /// Entries applied between commits during a catch-up (see [`COMMIT_EVERY`]): a projection
+    /// whose rows land on random B-tree pages gains from larger commits; one whose effects
+    /// should reach the ledger soon (detections) keeps the default.
+    fn commit_every(&self) -> usize {
+        COMMIT_EVERY
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +162,7 @@ pub struct Runner<P: Projection> {
     alg: HashAlg,
     stats: Arc<RunnerStats>,
     commit_every: usize,
+    read_every: usize,
 }
 
 /// A projection's saved state as CBOR `[version, state]`: what [`Projection::save`] returns
@@ -192,8 +200,12 @@ pub fn decode_state<T: serde::de::DeserializeOwned>(
         .map_err(|e| format!("saved {name} state has an unexpected shape: {e}"))
 }
 
-/// How many verified entries are applied between commits during catch-up.
+/// How many verified entries are applied between commits during catch-up, unless the
+/// projection asks for another figure ([`Projection::commit_every`]).
 pub const COMMIT_EVERY: usize = 16_384;
+
+/// How many entries one read of a catch-up takes (one short read snapshot each).
+pub const READ_EVERY: usize = 16_384;
 
 impl<P: Projection> Runner<P> {
     /// Loads the projection's saved position and state. `writer` must write to `stream` of
@@ -226,11 +238,12 @@ impl<P: Projection> Runner<P> {
             store,
             writer,
             stream,
+            commit_every: projection.commit_every().max(1),
+            read_every: READ_EVERY,
             projection,
             saved: position.map(|(s, _)| s),
             position,
             stats,
-            commit_every: COMMIT_EVERY,
         })
     }
 
@@ -246,10 +259,16 @@ impl<P: Projection> Runner<P> {
         Runner::open(store, writer, projection).await
     }
 
-    /// Commits after this many entries during catch-up instead of [`COMMIT_EVERY`] (tests use
-    /// small values to restart often).
+    /// Commits after this many entries during catch-up instead of the projection's figure
+    /// ([`Projection::commit_every`]; tests use small values to restart often).
     pub fn set_commit_every(&mut self, entries: usize) {
         self.commit_every = entries.max(1);
+    }
+
+    /// Reads this many entries at a time during catch-up instead of [`READ_EVERY`] (tests use
+    /// small values so that one commit spans several reads).
+    pub fn set_read_every(&mut self, entries: usize) {
+        self.read_every = entries.max(1);
     }
 
     pub fn stats(&self) -> Arc<RunnerStats> {
@@ -266,11 +285,11 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Applies every entry up to the head as of now, committing every [`COMMIT_EVERY`] entries
-    /// and at the end; calls `progress(position, head)` after each commit. Returns the number of
+    /// and at the end; calls `progress(position, head)` after each read. Returns the number of
     /// entries applied.
     ///
-    /// Entries are read one commit's worth at a time, each read its own short snapshot: a scan
-    /// held open across a long catch-up would keep the embedded store from checkpointing its
+    /// Entries are read [`READ_EVERY`] at a time, each read its own short snapshot: a scan held
+    /// open across a long catch-up would keep the embedded store from checkpointing its
     /// write-ahead log, which then grows by every read-model page written meanwhile (tens of
     /// gigabytes over ten million entries).
     pub async fn catch_up(
@@ -283,12 +302,17 @@ impl<P: Projection> Runner<P> {
         };
         self.stats.head.store(head, Ordering::Relaxed);
         let mut applied = 0u64;
+        let mut uncommitted = 0usize;
         let mut effects = Effects::default();
         while self.next_seq() < head {
             let next = self.next_seq();
-            let want = (head - next).min(self.commit_every as u64) as usize;
+            let want = (head - next).min(self.read_every.min(self.commit_every) as u64) as usize;
             let chunk = self.store.read(&self.stream, next, want).await?;
             if chunk.is_empty() {
+                // What was applied verified: keep it before reporting the hole.
+                if uncommitted > 0 {
+                    self.commit(&mut effects).await?;
+                }
                 return Err(ProjectionError::Damaged {
                     seq: next,
                     problem: Problem::Gap,
@@ -305,8 +329,12 @@ impl<P: Projection> Runner<P> {
             };
             self.apply_chunk(&chunk[..good], &mut effects);
             applied += good as u64;
+            uncommitted += good;
             // Keep what verified, then stop before any damage.
-            self.commit(&mut effects).await?;
+            if uncommitted >= self.commit_every || self.next_seq() >= head || checked.is_err() {
+                self.commit(&mut effects).await?;
+                uncommitted = 0;
+            }
             progress(self.next_seq(), head.max(self.next_seq()));
             if let Err((at, (problem, detail))) = checked {
                 return Err(ProjectionError::Damaged {

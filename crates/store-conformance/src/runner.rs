@@ -79,9 +79,15 @@ async fn append(store: &Arc<dyn Store>, s: &StreamId, events: &[Value]) {
     task.await.unwrap();
 }
 
-/// Catches up, reopening after each failure (as `serve` does), until at the head; returns the
-/// failures seen.
-async fn project(store: &Arc<dyn Store>, s: &StreamId, commit_every: usize) -> usize {
+/// Catches up, reopening after each failure (as `serve` does), until at the head, reading
+/// `read_every` entries at a time and committing every `commit_every`; returns the failures
+/// seen.
+async fn project(
+    store: &Arc<dyn Store>,
+    s: &StreamId,
+    commit_every: usize,
+    read_every: usize,
+) -> usize {
     let (w, task) = GroupCommitWriter::start(
         store.clone(),
         s.clone(),
@@ -106,6 +112,7 @@ async fn project(store: &Arc<dyn Store>, s: &StreamId, commit_every: usize) -> u
             }
         };
         runner.set_commit_every(commit_every);
+        runner.set_read_every(read_every);
         match runner.catch_up(|_, _| {}).await {
             // Its own entries land after the snapshot it read: go once more to pass them.
             Ok(0) => break,
@@ -165,9 +172,9 @@ where
     // Reference: the traffic in two parts, the projection run after each, no failures.
     let (reference, _) = fresh().await;
     append(&reference, &s, &stream[..half]).await;
-    project(&reference, &s, 10_000).await;
+    project(&reference, &s, 10_000, 10_000).await;
     append(&reference, &s, &stream[half..]).await;
-    project(&reference, &s, 10_000).await;
+    project(&reference, &s, 10_000, 10_000).await;
     let events = rows(reference.as_ref(), &s, EVENTS).await;
     let blocks = rows(reference.as_ref(), &s, BLOCKS).await;
     let rules: Vec<&str> = events
@@ -219,17 +226,18 @@ where
     assert_eq!(rows(reference.as_ref(), &s, EVENTS).await, events);
     assert_eq!(rows(reference.as_ref(), &s, BLOCKS).await, blocks);
 
-    // The same traffic with commits every 3 entries and one commit in three failing (before
-    // or after it reached the database), each failure followed by a reopen.
+    // The same traffic read one entry at a time and committed every 2 (one commit spans two
+    // reads), with one commit in three failing (before or after it reached the database), each
+    // failure followed by a reopen.
     let (real, _) = fresh().await;
     let flaky: Arc<dyn Store> = Arc::new(FlakyCommits {
         inner: real.clone(),
         calls: AtomicUsize::new(0),
     });
     append(&real, &s, &stream[..half]).await;
-    let failed = project(&flaky, &s, 3).await;
+    let failed = project(&flaky, &s, 2, 1).await;
     append(&real, &s, &stream[half..]).await;
-    let failed = failed + project(&flaky, &s, 3).await;
+    let failed = failed + project(&flaky, &s, 2, 1).await;
     assert!(failed > 10, "failures were injected: {failed}");
     // Entry hashes differ between the two ledgers (their recorded_at do); all else is equal.
     let without_hashes = |rows: Vec<(String, i64, Value)>| {
@@ -253,7 +261,7 @@ where
         "actor": {"user_id": "admin-1", "role": "admin"}, "resource": {"type": "BlockedIp", "id": ATTACKER_IP},
         "source": "auditledger", "detail": "customer's NAT gateway, verified by phone"});
     append(&real, &s, &[lift]).await;
-    project(&real, &s, 10_000).await;
+    project(&real, &s, 10_000, 10_000).await;
     assert!(rows(real.as_ref(), &s, BLOCKS).await.is_empty());
     let lifts = rows(real.as_ref(), &s, LIFTS).await;
     assert_eq!(lifts.len(), 1);
