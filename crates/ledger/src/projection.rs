@@ -284,8 +284,8 @@ impl<P: Projection> Runner<P> {
         self.position.map_or(0, |(s, _)| s + 1)
     }
 
-    /// Applies every entry up to the head as of now, committing every [`COMMIT_EVERY`] entries
-    /// and at the end; calls `progress(position, head)` after each read. Returns the number of
+    /// Applies every entry up to the head as of now, committing every `commit_every` entries
+    /// (the projection's [`Projection::commit_every`] unless set) and at the end; calls `progress(position, head)` after each read. Returns the number of
     /// entries applied.
     ///
     /// Entries are read [`READ_EVERY`] at a time, each read its own short snapshot: a scan held

@@ -73,7 +73,7 @@ pub const PUT_CHUNK: usize = 4096;
 /// - A large batch (a bulk import) goes by binary COPY in a transaction, because the server
 ///   parses COPY rows straight from the stream into the heap (in multi-insert batches, which
 ///   the chain check, a statement trigger, keeps possible), while the INSERT first builds
-///   fifteen arrays and unnests them; three extra round trips are nothing beside that.
+///   fifteen arrays and unnests them; four extra round trips are nothing beside that.
 ///
 /// Measured with `scripts/bench-postgres` (release build, 2 cores, PostgreSQL 15 on the same
 /// host, synthetic clinic events with ~713-byte payloads, `synchronous_commit = on`; three runs
@@ -429,6 +429,15 @@ async fn copy_entries(
     Ok(())
 }
 
+/// The Merkle nodes as the array parameters of an `INSERT ... unnest`: level, index, hash.
+fn node_columns(nodes: &[MerkleNode]) -> (Vec<i16>, Vec<i64>, Vec<&[u8]>) {
+    (
+        nodes.iter().map(|n| i16::from(n.level)).collect(),
+        nodes.iter().map(|n| seq_param(n.index)).collect(),
+        nodes.iter().map(|n| &n.hash.0[..]).collect(),
+    )
+}
+
 /// Writes the batch (entries and Merkle nodes) by one autocommit statement: it returns once
 /// the server has committed it, durably (`synchronous_commit = on`).
 async fn insert_batch(
@@ -462,9 +471,7 @@ async fn insert_batch(
         .iter()
         .map(|e| e.columns.idem.as_ref().map(|d| &d.0[..]))
         .collect();
-    let node_level: Vec<i16> = nodes.iter().map(|n| i16::from(n.level)).collect();
-    let node_idx: Vec<i64> = nodes.iter().map(|n| seq_param(n.index)).collect();
-    let node_hash: Vec<&[u8]> = nodes.iter().map(|n| &n.hash.0[..]).collect();
+    let (node_level, node_idx, node_hash) = node_columns(nodes);
     let stmt = client.prepare_cached(sql).await.map_err(backend)?;
     client
         .execute(
@@ -663,9 +670,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         copy_entries(&tx, &self.sql.copy_entries, &batch.entries).await?;
         if !batch.nodes.is_empty() {
-            let level: Vec<i16> = batch.nodes.iter().map(|n| i16::from(n.level)).collect();
-            let idx: Vec<i64> = batch.nodes.iter().map(|n| seq_param(n.index)).collect();
-            let hash: Vec<&[u8]> = batch.nodes.iter().map(|n| &n.hash.0[..]).collect();
+            let (level, idx, hash) = node_columns(&batch.nodes);
             let stmt = tx
                 .prepare_cached(&self.sql.insert_nodes)
                 .await
