@@ -7,8 +7,9 @@
 //!   batch), so durability is the same as ours;
 //! - baseline: the old system's way, one INSERT + COMMIT per event, from 1 and 8 connections;
 //! - auditledger: 1, 16 and 64 concurrent appenders, one event per request (as a service sends
-//!   per HTTP request), through `GroupCommitWriter`, with the default append method (binary
-//!   COPY) and, at 64 appenders, with the multi-row INSERT for comparison;
+//!   per HTTP request), through `GroupCommitWriter`, with the default append method
+//!   (`AppendMethod::Auto`: one autocommit INSERT per small batch, COPY for large ones), then
+//!   with COPY and with the INSERT forced, at 1 and 64 appenders and in requests of 4096;
 //! - verify: entries/s of `verify_store` beside a raw binary `COPY ... TO STDOUT` of the same
 //!   rows.
 //!
