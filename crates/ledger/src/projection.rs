@@ -116,7 +116,7 @@ pub enum ProjectionError {
         detail: String,
     },
     /// The saved state can't be read by this version.
-    #[error("the saved state of projection {name} is unreadable: {detail} (rebuild it)")]
+    #[error("the saved state of projection {name} is unreadable: {detail} (rebuild it: `auditledger project {name} --rebuild`)")]
     BadState { name: String, detail: String },
     /// Another runner of the same projection committed first; reopen to continue from there.
     #[error("another runner of projection {0} moved its position; reopen to continue")]
@@ -147,6 +147,17 @@ impl RunnerStats {
             .load(Ordering::Relaxed)
             .saturating_sub(self.position.load(Ordering::Relaxed))
     }
+}
+
+/// A commit handed to the store ([`Runner::start_commit`]).
+enum PendingCommit {
+    /// Nothing was there to commit.
+    Done,
+    /// The store is committing the position `seq` and the changes up to it.
+    Running {
+        seq: Seq,
+        task: tokio::task::JoinHandle<Result<(), ProjectionError>>,
+    },
 }
 
 /// Runs one projection over one stream.
@@ -285,15 +296,37 @@ impl<P: Projection> Runner<P> {
     }
 
     /// Applies every entry up to the head as of now, committing every `commit_every` entries
-    /// (the projection's [`Projection::commit_every`] unless set) and at the end; calls `progress(position, head)` after each read. Returns the number of
-    /// entries applied.
+    /// (the projection's [`Projection::commit_every`] unless set) and at the end; calls
+    /// `progress(position, head)` after each read. Returns the number of entries applied.
     ///
     /// Entries are read [`READ_EVERY`] at a time, each read its own short snapshot: a scan held
     /// open across a long catch-up would keep the embedded store from checkpointing its
     /// write-ahead log, which then grows by every read-model page written meanwhile (tens of
     /// gigabytes over ten million entries).
+    ///
+    /// A commit in the middle of a catch-up runs while the next entries are read, checked and
+    /// applied (the store writes on its own connection); it is awaited before the next commit
+    /// starts and before this returns, success or error, so commits stay in order and nothing
+    /// is left running. Applying is one thread and the store's write another: overlapped, a
+    /// catch-up takes about the longer of the two instead of their sum.
     pub async fn catch_up(
         &mut self,
+        progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<u64, ProjectionError> {
+        let mut pending = None;
+        let result = self.catch_up_overlapped(&mut pending, progress).await;
+        // Whatever happened meanwhile, the commit in flight is answered before returning (its
+        // own error first: the position saved is what a reopened runner resumes from).
+        let finished = match pending.take() {
+            Some(p) => self.finish_commit(p).await,
+            None => Ok(()),
+        };
+        finished.and(result)
+    }
+
+    async fn catch_up_overlapped(
+        &mut self,
+        pending: &mut Option<PendingCommit>,
         mut progress: impl FnMut(u64, u64) + Send,
     ) -> Result<u64, ProjectionError> {
         let head = match self.store.head(&self.stream).await? {
@@ -310,8 +343,12 @@ impl<P: Projection> Runner<P> {
             let chunk = self.store.read(&self.stream, next, want).await?;
             if chunk.is_empty() {
                 // What was applied verified: keep it before reporting the hole.
+                if let Some(p) = pending.take() {
+                    self.finish_commit(p).await?;
+                }
                 if uncommitted > 0 {
-                    self.commit(&mut effects).await?;
+                    let p = self.start_commit(&mut effects).await?;
+                    self.finish_commit(p).await?;
                 }
                 return Err(ProjectionError::Damaged {
                     seq: next,
@@ -332,7 +369,11 @@ impl<P: Projection> Runner<P> {
             uncommitted += good;
             // Keep what verified, then stop before any damage.
             if uncommitted >= self.commit_every || self.next_seq() >= head || checked.is_err() {
-                self.commit(&mut effects).await?;
+                if let Some(p) = pending.take() {
+                    self.finish_commit(p).await?;
+                }
+                let p = self.start_commit(&mut effects).await?;
+                *pending = Some(p);
                 uncommitted = 0;
             }
             progress(self.next_seq(), head.max(self.next_seq()));
@@ -432,10 +473,15 @@ impl<P: Projection> Runner<P> {
         }
     }
 
-    /// Appends the own entries, then commits the changes, state and position together.
-    async fn commit(&mut self, effects: &mut Effects) -> Result<(), ProjectionError> {
+    /// Appends the own entries, then hands the changes, state and position to the store to
+    /// commit together; [`Runner::finish_commit`] takes the answer. Nothing to commit (nothing
+    /// applied yet) is an already answered commit.
+    async fn start_commit(
+        &mut self,
+        effects: &mut Effects,
+    ) -> Result<PendingCommit, ProjectionError> {
         let Some((seq, entry_hash)) = self.position else {
-            return Ok(());
+            return Ok(PendingCommit::Done);
         };
         self.projection.flush(effects);
         let mut own = std::mem::take(&mut effects.own);
@@ -459,23 +505,36 @@ impl<P: Projection> Runner<P> {
             entry_hash,
             state: self.projection.snapshot(),
         };
-        match self
-            .store
-            .commit_projection(
-                self.projection.name(),
-                &self.stream,
-                self.saved,
-                &saved,
-                &changes,
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                return Err(ProjectionError::Moved(self.projection.name().to_owned()))
+        let (store, name, stream, expected) = (
+            self.store.clone(),
+            self.projection.name(),
+            self.stream.clone(),
+            self.saved,
+        );
+        let task = tokio::spawn(async move {
+            match store
+                .commit_projection(name, &stream, expected, &saved, &changes)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(StoreError::Conflict(_)) => Err(ProjectionError::Moved(name.to_owned())),
+                Err(e) => Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
+        });
+        Ok(PendingCommit::Running { seq, task })
+    }
+
+    /// Waits for a commit started by [`Runner::start_commit`] and moves the saved position.
+    async fn finish_commit(&mut self, pending: PendingCommit) -> Result<(), ProjectionError> {
+        let PendingCommit::Running { seq, task } = pending else {
+            return Ok(());
+        };
+        task.await.map_err(|e| {
+            ProjectionError::Store(StoreError::Backend(format!(
+                "the commit of projection {} did not finish: {e}",
+                self.projection.name()
+            )))
+        })??;
         self.saved = Some(seq);
         let applied = (seq + 1).saturating_sub(self.stats.position.load(Ordering::Relaxed));
         self.stats.applied.fetch_add(applied, Ordering::Relaxed);

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use ledger::readmodel::{paged, RowRange as Range, StoreRows};
-use ledger::{ReadModelRow, Seq, Store, StoreError, StreamId, Timestamp};
+use ledger::{ReadModelRow, RowQuery, Seq, Store, StoreError, StreamId, Timestamp};
 use serde::de::DeserializeOwned;
 
 use crate::model::{Access, Change, DayTotals, SiteCalendar, UserDay};
 use crate::projection::{
-    CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USERS, USER_DAYS, USER_DAYS_LATE,
+    Month, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USERS, USER_DAYS, USER_DAYS_LATE,
 };
 
 /// Rows per query.
@@ -30,7 +30,8 @@ pub async fn position(store: &dyn Store, stream: &StreamId) -> Result<Option<Seq
 
 /// Every PHI access to any of `patients` (pseudonyms: one patient may be known under a keyed
 /// and a legacy pseudonym) with `occurred_at` in `[from, to)`, each once, by
-/// `(occurred_at, seq)`.
+/// `(occurred_at, seq)`. One key read per pseudonym and month of the range (an open bound is
+/// the table's oldest or newest row).
 pub async fn accesses_of_patients(
     store: &dyn Store,
     stream: &StreamId,
@@ -39,16 +40,22 @@ pub async fn accesses_of_patients(
     to: Option<Timestamp>,
 ) -> Result<Vec<Access>, StoreError> {
     let mut by_seq: BTreeMap<Seq, (Timestamp, Access)> = BTreeMap::new();
-    for patient in patients {
-        let range = Range {
-            table: PATIENTS,
-            key: Some(patient),
-            from,
-            to,
-        };
-        for row in rows(store, stream, &range, usize::MAX).await? {
-            let access: Access = parse(&row, "access")?;
-            by_seq.entry(access.seq).or_insert((row.at, access));
+    for month in months(store, stream, PATIENTS, from, to).await? {
+        for patient in patients {
+            let key = month.key(patient);
+            let range = Range {
+                table: PATIENTS,
+                key: Some(&key),
+                from,
+                to,
+            };
+            for row in rows(store, stream, &range, usize::MAX).await? {
+                let access: Access = parse(&row, "access")?;
+                if access.patient.as_deref() != Some(patient.as_str()) {
+                    return Err(corrupt(&row, "access", "its patient is not its key's"));
+                }
+                by_seq.entry(access.seq).or_insert((row.at, access));
+            }
         }
     }
     let mut out: Vec<(Timestamp, Access)> = by_seq.into_values().collect();
@@ -57,7 +64,7 @@ pub async fn accesses_of_patients(
 }
 
 /// The first `limit` PHI accesses by `user` (a pseudonym) with `occurred_at` in `[from, to)`,
-/// by `(occurred_at, seq)`.
+/// by `(occurred_at, seq)`: one key read per month of the range, oldest first, until `limit`.
 pub async fn accesses_of_user(
     store: &dyn Store,
     stream: &StreamId,
@@ -66,18 +73,54 @@ pub async fn accesses_of_user(
     to: Option<Timestamp>,
     limit: usize,
 ) -> Result<Vec<Access>, StoreError> {
-    let range = Range {
-        table: USERS,
-        key: Some(user),
-        from,
-        to,
+    let mut out = Vec::new();
+    for month in months(store, stream, USERS, from, to).await? {
+        if out.len() >= limit {
+            break;
+        }
+        let key = month.key(user);
+        let range = Range {
+            table: USERS,
+            key: Some(&key),
+            from,
+            to,
+        };
+        // One key: the store's order (at, key, ord) is (occurred_at, seq), and months follow
+        // each other.
+        for row in rows(store, stream, &range, limit - out.len()).await? {
+            let access: Access = parse(&row, "access")?;
+            if access.user.as_deref() != Some(user) {
+                return Err(corrupt(&row, "access", "its user is not its key's"));
+            }
+            out.push(access);
+        }
+    }
+    Ok(out)
+}
+
+/// The months whose `table` rows (`patient` or `user`, keyed by month) may hold an access in
+/// `[from, to)`: the range cut to the table's own oldest and newest row, so an open or a
+/// generous bound costs no key reads of months without data.
+async fn months(
+    store: &dyn Store,
+    stream: &StreamId,
+    table: &str,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Vec<Month>, StoreError> {
+    let edge = |newest_first: bool| RowQuery {
+        newest_first,
+        ..RowQuery::table(table, 1)
     };
-    // One key: the store's order (at, key, ord) is (occurred_at, seq).
-    rows(store, stream, &range, limit)
-        .await?
-        .iter()
-        .map(|row| parse(row, "access"))
-        .collect()
+    let oldest = store.read_model_rows(NAME, stream, &edge(false)).await?;
+    let newest = store.read_model_rows(NAME, stream, &edge(true)).await?;
+    let (Some(oldest), Some(newest)) = (oldest.first(), newest.first()) else {
+        return Ok(Vec::new());
+    };
+    let from = from.map_or(oldest.at, |f| f.max(oldest.at));
+    let past_newest = Timestamp(newest.at.0.saturating_add(1));
+    let to = to.map_or(past_newest, |t| t.min(past_newest));
+    Ok(Month::span(from, to))
 }
 
 /// The totals of each site-local day in `[from, to)` that had events, ascending, with the

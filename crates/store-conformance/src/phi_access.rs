@@ -335,6 +335,108 @@ where
         expected,
         "rebuilt in steps"
     );
+
+    let (months, _) = fresh().await;
+    check_months(&months, &s).await;
+}
+
+/// Accesses to one patient by one user over several months (the `patient` and `user` rows are
+/// keyed by month): open, closed and generous ranges, bounds on a month's first instant, a
+/// legacy-hashed access years before, a user's first few across months.
+async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
+    let times = [
+        "2024-06-10T10:00:00Z", // legacy
+        "2025-12-31T23:59:59.999999Z",
+        "2026-01-01T00:00:00Z",
+        "2026-01-31T12:00:00Z",
+        "2026-03-15T08:00:00Z",
+        "2026-03-16T08:00:00Z",
+    ];
+    let events: Vec<Known> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut k = known(0, 9, i as i64, "read", "success", 1, Some(3), None);
+            k.json["occurred_at"] = (*t).into();
+            k.at = Timestamp::parse_rfc3339(t).unwrap();
+            if i == 0 {
+                k.json["actor"]["user_id"] = legacy_hex(&raw_user(1)).into();
+                k.json["actor"]
+                    .as_object_mut()
+                    .expect("an object")
+                    .remove("session_id");
+                k.json["patient_id"] = legacy_hex(&raw_patient(3)).into();
+                k.json["resource"]["id"] = legacy_hex(&raw_patient(3)).into();
+                k.legacy = true;
+            }
+            k
+        })
+        .collect();
+    let seqs = append(store, s, &events).await;
+    project(store, s, 2, false).await;
+
+    let both = [
+        pseudonym(&raw_patient(3), false),
+        pseudonym(&raw_patient(3), true),
+    ];
+    let utc = |t: &str| Some(Timestamp::parse_rfc3339(t).unwrap());
+    let of_patient = |from: Option<Timestamp>, to: Option<Timestamp>| {
+        let both = both.clone();
+        async move {
+            read::accesses_of_patients(store.as_ref(), s, &both, from, to)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.seq)
+                .collect::<Vec<Seq>>()
+        }
+    };
+    assert_eq!(
+        of_patient(None, None).await,
+        seqs,
+        "every month, open bounds"
+    );
+    assert_eq!(
+        of_patient(utc("1900-01-01T00:00:00Z"), utc("2100-01-01T00:00:00Z")).await,
+        seqs,
+        "generous bounds"
+    );
+    assert_eq!(
+        of_patient(utc("2026-01-01T00:00:00Z"), utc("2026-03-15T08:00:00Z")).await,
+        seqs[2..4],
+        "from a month's first instant, to an excluded instant"
+    );
+    assert_eq!(
+        of_patient(None, utc("2026-01-01T00:00:00Z")).await,
+        seqs[..2],
+        "up to a month's first instant"
+    );
+    assert!(
+        of_patient(utc("2026-02-01T00:00:00Z"), utc("2026-03-01T00:00:00Z"))
+            .await
+            .is_empty(),
+        "a month without accesses"
+    );
+
+    let user = pseudonym(&raw_user(1), false);
+    let of_user = |from: Option<Timestamp>, to: Option<Timestamp>, limit: usize| {
+        let user = user.clone();
+        async move {
+            read::accesses_of_user(store.as_ref(), s, &user, from, to, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.seq)
+                .collect::<Vec<Seq>>()
+        }
+    };
+    assert_eq!(of_user(None, None, 3).await, seqs[1..4], "the first three");
+    assert_eq!(of_user(None, None, usize::MAX).await, seqs[1..]);
+    assert_eq!(
+        of_user(utc("2026-02-01T00:00:00Z"), utc("2026-04-01T00:00:00Z"), 10).await,
+        seqs[4..],
+        "one user's months"
+    );
 }
 
 async fn check_answers(

@@ -167,10 +167,12 @@ fn a_phi_access_is_a_patient_row_and_a_user_row() {
     assert_eq!(patient.len(), 1);
     assert_eq!(user.len(), 1);
     let (key, ord, at, value) = &patient[0];
+    // Monday 2026-11-23: the November 2026 rows of the patient.
     assert_eq!(
         (key.as_str(), *ord, *at),
-        (PATIENT_1, 1, Timestamp(MONDAY_10AM))
+        ("2026-11/0fd71958:1111", 1, Timestamp(MONDAY_10AM))
     );
+    assert_eq!(key, &access_key(PATIENT_1, Timestamp(MONDAY_10AM)));
     let access: Access = serde_json::from_value(value.clone()).unwrap();
     assert_eq!(
         Some(access.clone()),
@@ -178,7 +180,7 @@ fn a_phi_access_is_a_patient_row_and_a_user_row() {
         "the row re-derives from the entry it cites"
     );
     assert_eq!(access.entry_hash, hash_of(1).to_hex());
-    assert_eq!(user[0].0, USER_A);
+    assert_eq!(user[0].0, format!("2026-11/{USER_A}"));
     assert_eq!(user[0].3, patient[0].3);
 
     let days = table(&rows, DAYS);
@@ -316,7 +318,10 @@ fn legacy_patient_pseudonyms_are_keys_like_any_other() {
     ];
     let (rows, _) = run(&config, &events, &[]);
     let keys: Vec<String> = table(&rows, PATIENTS).into_iter().map(|r| r.0).collect();
-    assert_eq!(keys, [PATIENT_1.to_owned(), legacy]);
+    assert_eq!(
+        keys,
+        [format!("2026-11/{PATIENT_1}"), format!("2026-11/{legacy}")]
+    );
     assert_eq!(user_day(&rows, USER_A, "2026-11-23").distinct_patients, 2);
 }
 
@@ -539,4 +544,55 @@ fn an_event_dated_far_ahead_does_not_make_todays_events_late() {
     commit(&mut rows, effects);
     assert!(table(&rows, DAYS_LATE).is_empty(), "Monday is not late");
     assert_eq!(day_totals(&rows, "2026-11-23").events, 1);
+}
+
+fn utc(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).unwrap()
+}
+
+#[test]
+fn access_rows_are_keyed_by_utc_month_then_pseudonym() {
+    // 23:30 in New York on 30 November is already December in UTC: the bucket is UTC's.
+    assert_eq!(
+        access_key("k:ab", utc("2026-12-01T04:30:00Z")),
+        "2026-12/k:ab"
+    );
+    assert_eq!(
+        access_key("k:ab", utc("2026-11-30T23:59:59.999999Z")),
+        "2026-11/k:ab"
+    );
+    assert_eq!(
+        access_key("sha256:ff", utc("0999-01-01T00:00:00Z")),
+        "0999-01/sha256:ff"
+    );
+}
+
+#[test]
+fn a_range_spans_the_months_of_its_instants() {
+    let months = |from: &str, to: &str| -> Vec<String> {
+        Month::span(utc(from), utc(to))
+            .into_iter()
+            .map(|m| m.key(""))
+            .collect()
+    };
+    // `to` is excluded: a range ending at a month's first instant does not reach that month.
+    assert_eq!(
+        months("2025-11-15T00:00:00Z", "2026-02-01T00:00:00Z"),
+        ["2025-11/", "2025-12/", "2026-01/"]
+    );
+    assert_eq!(
+        months("2026-02-01T00:00:00Z", "2026-02-01T00:00:00.000001Z"),
+        ["2026-02/"]
+    );
+    assert!(months("2026-02-01T00:00:00Z", "2026-02-01T00:00:00Z").is_empty());
+    assert!(months("2026-03-01T00:00:00Z", "2026-02-01T00:00:00Z").is_empty());
+    // Six years are 73 months at most.
+    assert_eq!(
+        months("2020-11-01T00:00:00Z", "2026-11-01T00:00:00Z").len(),
+        72
+    );
+    assert_eq!(
+        months("2020-11-15T00:00:00Z", "2026-11-15T00:00:00Z").len(),
+        73
+    );
 }
