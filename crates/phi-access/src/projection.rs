@@ -31,10 +31,12 @@
 //! nearly every row it inserts, anywhere in an index that grows with the ledger: the
 //! projection slows as the ledger grows. With the month first, a commit's inserts fall in the
 //! regions of the few months its entries span, which stay small and cached; measured with
-//! `scripts/bench-phi --events 2000000` (2 cores, embedded store, 2026-12-02): 15 000 entries/s
-//! with the pseudonym alone, 24 900/s with the month first. The price is one key read per month
-//! of a patient's range (73 for six years), bounded by the table's own time span
-//! ([`crate::read`]).
+//! `scripts/bench-phi --events 2000000` (2 cores, embedded store, 2026-12-02, the projection
+//! from zero on a fresh ledger): 14 600 entries/s with the pseudonym alone, 22 800/s with the
+//! month first (and 23 900/s at 10 million entries with the runner's overlapped commits, where
+//! the pseudonym-keyed rows had fallen to 7 600/s on the machine of the earlier figures). The
+//! price is one key read per month of a patient's range (73 for six years), bounded by the
+//! table's own time span ([`crate::read`]).
 //! - A period's aggregates are `day` and `user_day` by time (`at` is the instant the site-local
 //!   day begins; `ord` of `user_day` is the day number, days since 1970-01-01, so a user's
 //!   days are also one key read).
@@ -84,13 +86,14 @@ use crate::model::{
     UserDay,
 };
 
-/// Entries applied between commits during a catch-up. The `patient` and `user` rows are keyed
-/// by pseudonyms, so a commit's inserts land on random B-tree pages and each page touched is
-/// written once per commit: the more rows per commit, the more share a page. Measured with
+/// Entries applied between commits during a catch-up. Each B-tree page a commit touches is
+/// written once per commit, so the more rows per commit, the more share a page. Measured with
 /// `scripts/bench-phi --events 2000000 --commit-every N` on one ledger (2 cores, embedded store,
-/// 2026-12-02): 16 384 (the runner's default) 5 300 entries/s in two runs, 65 536 8 900/s,
-/// 262 144 11 500/s. The price is memory for the pending rows (about 50 MB at 65 536) and the
-/// work redone after a crash; entries are read in smaller slices, so they do not add to it.
+/// 2026-12-02), when the `patient` and `user` rows were still keyed by the pseudonym alone
+/// (random pages): 16 384 (the runner's default) 5 300 entries/s in two runs, 65 536 8 900/s,
+/// 262 144 11 500/s. Keyed by month first, a commit's rows share pages anyway; not re-measured.
+/// The price is memory for the pending rows (about 50 MB at 65 536) and the work redone after
+/// a crash; entries are read in smaller slices, so they do not add to it.
 pub const COMMIT_EVERY: usize = 65_536;
 
 /// The projection's name in the store.
