@@ -185,17 +185,23 @@ fn traffic() -> Vec<Known> {
     out.push(late);
     // An old access imported from the legacy system (identifiers already its SHA-256 hex).
     let mut legacy = known(0, 14, 0, "read", "success", 0, Some(0), None);
-    legacy.json["actor"]["user_id"] = legacy_hex(&raw_user(0)).into();
-    legacy.json["actor"]
-        .as_object_mut()
-        .expect("an object")
-        .remove("session_id");
-    legacy.json["patient_id"] = legacy_hex(&raw_patient(0)).into();
-    legacy.json["resource"]["id"] = legacy_hex(&raw_patient(0)).into();
-    legacy.legacy = true;
+    into_legacy(&mut legacy, 0, 0);
     legacy.late = true;
     out.push(legacy);
     out
+}
+
+/// Makes `known` (an access by user `u` to `patient`) an import from the legacy system: its
+/// identifiers are already the legacy SHA-256 hex, and it has no session.
+fn into_legacy(known: &mut Known, u: usize, patient: usize) {
+    known.json["actor"]["user_id"] = legacy_hex(&raw_user(u)).into();
+    known.json["actor"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("session_id");
+    known.json["patient_id"] = legacy_hex(&raw_patient(patient)).into();
+    known.json["resource"]["id"] = legacy_hex(&raw_patient(patient)).into();
+    known.legacy = true;
 }
 
 /// Appends `events` (keyed or legacy each) in order on a clock that never moves (set after the
@@ -360,14 +366,7 @@ async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
             k.json["occurred_at"] = (*t).into();
             k.at = Timestamp::parse_rfc3339(t).unwrap();
             if i == 0 {
-                k.json["actor"]["user_id"] = legacy_hex(&raw_user(1)).into();
-                k.json["actor"]
-                    .as_object_mut()
-                    .expect("an object")
-                    .remove("session_id");
-                k.json["patient_id"] = legacy_hex(&raw_patient(3)).into();
-                k.json["resource"]["id"] = legacy_hex(&raw_patient(3)).into();
-                k.legacy = true;
+                into_legacy(&mut k, 1, 3);
             }
             k
         })
