@@ -25,6 +25,10 @@
 //!   pseudonym, keyed (`<key id>:<hex>`) or legacy (`sha256:<hex>`) alike, so a patient known
 //!   under both is two key reads per month.
 //! - One user's month is `user` by key and time, one or two key reads.
+//! - A period's aggregates are `day` and `user_day` by time (`at` is the instant the site-local
+//!   day begins; `ord` of `user_day` is the day number, days since 1970-01-01, so a user's
+//!   days are also one key read).
+//! - The system changes of a period are `change` by time.
 //!
 //! **Why the month leads the key.** Pseudonyms are random, so rows keyed by the pseudonym
 //! alone land on random pages of the stores' by-key indexes, and a commit rewrites a page for
@@ -37,10 +41,6 @@
 //! the pseudonym-keyed rows had fallen to 7 600/s on the machine of the earlier figures). The
 //! price is one key read per month of a patient's range (73 for six years), bounded by the
 //! table's own time span ([`crate::read`]).
-//! - A period's aggregates are `day` and `user_day` by time (`at` is the instant the site-local
-//!   day begins; `ord` of `user_day` is the day number, days since 1970-01-01, so a user's
-//!   days are also one key read).
-//! - The system changes of a period are `change` by time.
 //!
 //! Days and working hours are the site's ([`SiteCalendar`]). Every entry with an event counts
 //! in the aggregates, the ledger's own entries (e.g. `security_event`, by source

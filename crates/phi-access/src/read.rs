@@ -42,19 +42,17 @@ pub async fn accesses_of_patients(
     let mut by_seq: BTreeMap<Seq, (Timestamp, Access)> = BTreeMap::new();
     for month in months(store, stream, PATIENTS, from, to).await? {
         for patient in patients {
-            let key = month.key(patient);
-            let range = Range {
-                table: PATIENTS,
-                key: Some(&key),
-                from,
-                to,
-            };
-            for row in rows(store, stream, &range, usize::MAX).await? {
-                let access: Access = parse(&row, "access")?;
-                if access.patient.as_deref() != Some(patient.as_str()) {
-                    return Err(corrupt(&row, "access", "its patient is not its key's"));
-                }
-                by_seq.entry(access.seq).or_insert((row.at, access));
+            let of_month = month_accesses(
+                store,
+                stream,
+                PATIENTS,
+                month,
+                patient,
+                (from, to),
+                usize::MAX,
+            );
+            for (at, access) in of_month.await? {
+                by_seq.entry(access.seq).or_insert((at, access));
             }
         }
     }
@@ -78,22 +76,56 @@ pub async fn accesses_of_user(
         if out.len() >= limit {
             break;
         }
-        let key = month.key(user);
-        let range = Range {
-            table: USERS,
-            key: Some(&key),
-            from,
-            to,
+        // Months follow each other, and within one the rows come by (occurred_at, seq).
+        let of_month = month_accesses(
+            store,
+            stream,
+            USERS,
+            month,
+            user,
+            (from, to),
+            limit - out.len(),
+        );
+        out.extend(of_month.await?.into_iter().map(|(_, access)| access));
+    }
+    Ok(out)
+}
+
+/// The first `max` accesses of `pseudonym` in `month` of `table` (`patient` or `user`) with
+/// `occurred_at` in the range, by `(occurred_at, seq)`, each with its `at`: one key read. A row
+/// whose access names another patient (or user) than its key is corrupt.
+async fn month_accesses(
+    store: &dyn Store,
+    stream: &StreamId,
+    table: &str,
+    month: Month,
+    pseudonym: &str,
+    (from, to): (Option<Timestamp>, Option<Timestamp>),
+    max: usize,
+) -> Result<Vec<(Timestamp, Access)>, StoreError> {
+    let key = month.key(pseudonym);
+    let range = Range {
+        table,
+        key: Some(&key),
+        from,
+        to,
+    };
+    let mut out = Vec::new();
+    for row in rows(store, stream, &range, max).await? {
+        let access: Access = parse(&row, "access")?;
+        let named = if table == USERS {
+            &access.user
+        } else {
+            &access.patient
         };
-        // One key: the store's order (at, key, ord) is (occurred_at, seq), and months follow
-        // each other.
-        for row in rows(store, stream, &range, limit - out.len()).await? {
-            let access: Access = parse(&row, "access")?;
-            if access.user.as_deref() != Some(user) {
-                return Err(corrupt(&row, "access", "its user is not its key's"));
-            }
-            out.push(access);
+        if named.as_deref() != Some(pseudonym) {
+            return Err(corrupt(
+                &row,
+                "access",
+                format!("it is not an access of its key's {table}"),
+            ));
         }
+        out.push((row.at, access));
     }
     Ok(out)
 }
