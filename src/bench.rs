@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ledger::projection::{Projection, Runner};
 use ledger::{GroupCommitWriter, PreparedEntry, Store, StreamId, SystemClock, WriterConfig};
 
 /// "N cores, CPU model", for the first line of every benchmark's output.
@@ -138,6 +139,138 @@ pub async fn closed_loop_appends(
         p99_ms: Some(percentile(&latencies, 0.99)),
         batch: Some(entries / batches),
     })
+}
+
+/// What a projection did while closed-loop appenders loaded its store ([`follow_under_load`]).
+pub struct LagFigures {
+    pub appenders: usize,
+    /// Entries the appenders appended, and over how long.
+    pub appended: u64,
+    pub load_secs: f64,
+    /// Entries the projection applied while the load lasted.
+    pub applied: u64,
+    /// Entries between the projection's position and the head, sampled every 50 ms.
+    pub lag_p50: u64,
+    pub lag_p99: u64,
+    pub lag_max: u64,
+    /// From the end of the load until the projection had every entry.
+    pub drain_secs: f64,
+}
+
+impl LagFigures {
+    pub fn append_rate(&self) -> f64 {
+        self.appended as f64 / self.load_secs
+    }
+
+    pub fn apply_rate(&self) -> f64 {
+        self.applied as f64 / self.load_secs
+    }
+
+    /// Two lines: the rates, then the lag.
+    pub fn print(&self, label: &str) {
+        println!(
+            "lag on {label}: {} appenders for {:.1} s appended {} entries ({:.0}/s); the projection applied {} meanwhile ({:.0}/s, {:.2}x the append rate)",
+            self.appenders,
+            self.load_secs,
+            self.appended,
+            self.append_rate(),
+            self.applied,
+            self.apply_rate(),
+            self.apply_rate() / self.append_rate().max(1.0),
+        );
+        println!(
+            "  lag (entries behind the head, sampled every 50 ms): p50 {}, p99 {}, max {} (max = {:.0} ms of appends); drained {:.0} ms after the load stopped",
+            self.lag_p50,
+            self.lag_p99,
+            self.lag_max,
+            self.lag_max as f64 / self.append_rate().max(1.0) * 1e3,
+            self.drain_secs * 1e3
+        );
+    }
+}
+
+/// `appenders` closed-loop appenders append `prepared` (cycling) through `writer` for `secs`
+/// seconds while `runner` follows the head as in `serve` ([`Runner::keep_up`]: the lag is
+/// what readers of the read model see, so it includes what the runner holds between
+/// commits); then waits until it has committed every entry. Returns the runner (for its own figures) and what was measured.
+pub async fn follow_under_load<P: Projection + Send + Sync + 'static>(
+    store: Arc<dyn Store>,
+    writer: &GroupCommitWriter,
+    mut runner: Runner<P>,
+    prepared: Arc<Vec<PreparedEntry>>,
+    appenders: usize,
+    secs: f64,
+) -> anyhow::Result<(Runner<P>, LagFigures)> {
+    let stream = writer.stream().clone();
+    let stats = runner.stats();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if runner.keep_up().await? == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            runner.commit_pending().await?;
+            Ok::<_, anyhow::Error>(runner)
+        })
+    };
+    let appended_before = writer.stats().entries.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let (w, prepared) = (writer.clone(), prepared.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = a;
+            while Instant::now() < deadline {
+                w.append(vec![prepared[i % prepared.len()].clone()]).await?;
+                i += appenders;
+            }
+            Ok::<_, ledger::AppendError>(())
+        }));
+    }
+    let position_at_start = stats.position.load(Ordering::Relaxed);
+    let mut lags = Vec::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let head = store.head(&stream).await?.map_or(0, |h| h.seq + 1);
+        lags.push(head.saturating_sub(stats.position.load(Ordering::Relaxed)));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let appended = writer.stats().entries.load(Ordering::Relaxed) - appended_before;
+    let applied = stats.position.load(Ordering::Relaxed) - position_at_start;
+    let head = store.head(&stream).await?.map_or(0, |h| h.seq + 1);
+    let drain = Instant::now();
+    while stats.position.load(Ordering::Relaxed) < head {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain_secs = drain.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let runner = follower.await??;
+    lags.sort_unstable();
+    let pct = |p: f64| {
+        lags.get(((lags.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok((
+        runner,
+        LagFigures {
+            appenders,
+            appended,
+            load_secs,
+            applied,
+            lag_p50: pct(0.5),
+            lag_p99: pct(0.99),
+            lag_max: lags.last().copied().unwrap_or(0),
+            drain_secs,
+        },
+    ))
 }
 
 /// The benchmarks' rows: a synthetic clinic day of about `n` events, prepared (validated,

@@ -12,6 +12,10 @@
 //!      entry decoding its payload and picking that patient's accesses;
 //!    - the compliance report for one month (aggregates, unusual patterns, the month's chain
 //!      verified and anchored) vs a scan of every entry computing the month's totals.
+//! 4. Live: `--appenders` (default 64) closed-loop appenders append more of the same events,
+//!    one per request, for `--live-seconds` while the projection follows the head, as in
+//!    `serve`: the append rate, what the projection applied meanwhile, its lag (sampled every
+//!    50 ms) and how long it needed to drain once the load stopped.
 //!
 //! Run with `scripts/bench-phi` (release build). `--data-dir` keeps the filled ledger between
 //! runs (a second run skips the fill when the ledger already has the events).
@@ -24,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use auditledger::bench::machine;
+use auditledger::bench::{closed_loop_appends, follow_under_load, machine};
 use auditledger::reports::{self, DisclosureQuery, Sources};
 use chrono::{Datelike, NaiveDate};
 use clap::Parser;
@@ -55,6 +59,12 @@ struct Args {
     /// projection's own, phi_access::projection::COMMIT_EVERY].
     #[arg(long)]
     commit_every: Option<usize>,
+    /// Seconds of the live scenario (appenders while the projection follows); 0 skips it.
+    #[arg(long, default_value_t = 10.0)]
+    live_seconds: f64,
+    /// Closed-loop appenders in the live scenario.
+    #[arg(long, default_value_t = 64)]
+    appenders: usize,
 }
 
 const USERS: u64 = 500;
@@ -62,13 +72,19 @@ const PATIENTS: u64 = 200_000;
 const TARGET: &str = "p-bench-target";
 const ROLES: [&str; 5] = ["nurse", "physician", "front_desk", "billing", "admin"];
 const CHUNK: u64 = 20_000;
+/// Events prepared for the live scenario (appended in turn, again from the first when used up).
+const LIVE_EVENTS: u64 = 400_000;
 
 /// The `i`-th of `n` events over six years ending 2026-10-31: deterministic.
 fn event(i: u64, n: u64, rng: &mut StdRng) -> Value {
     let start = chrono::NaiveDate::from_ymd_opt(2020, 11, 1).unwrap();
     let span_secs = 6 * 365 * 86_400i64;
     let offset = (i as i64 * span_secs) / n as i64;
-    let day = start + chrono::Duration::seconds(offset);
+    event_on(start + chrono::Duration::seconds(offset), i, rng)
+}
+
+/// Event `i` of the mix, on `day` (UTC).
+fn event_on(day: NaiveDate, i: u64, rng: &mut StdRng) -> Value {
     // Working hours mostly: 12:00-23:00 UTC is 7:00-18:00 in New York.
     let at = day.and_hms_opt(0, 0, 0).unwrap().and_utc()
         + chrono::Duration::seconds(12 * 3600 + rng.gen_range(0..11 * 3600));
@@ -265,6 +281,64 @@ async fn main() -> anyhow::Result<()> {
         secs(scan) / secs(month).max(1e-9)
     );
     let _ = from.year();
+
+    // 4. Live: appenders alone, then with the projection following. Events of today, as a
+    // live service sends them (dated ahead of the ledger's clock they would all stay open).
+    if args.live_seconds > 0.0 {
+        let mut ingest = Ingest::new(pseudonymizer.clone());
+        ingest.alg = writer.hash_alg();
+        let today = chrono::Utc::now().date_naive();
+        let prepared: Arc<Vec<_>> = Arc::new(
+            (0..LIVE_EVENTS)
+                .into_par_iter()
+                .map(|i| {
+                    let mut rng = StdRng::seed_from_u64(args.events + i);
+                    ingest
+                        .prepare(&event_on(today, args.events + i, &mut rng), None)
+                        .expect("synthetic events are valid")
+                })
+                .collect(),
+        );
+        let alone = closed_loop_appends(
+            store.clone(),
+            stream.clone(),
+            prepared.clone(),
+            args.appenders,
+            args.live_seconds,
+            String::new(),
+        )
+        .await?;
+        println!(
+            "live, no projection running: {} appenders appended {:.0} entries/s (p50 {:.2} ms, p99 {:.2} ms)",
+            args.appenders,
+            alone.per_sec,
+            alone.p50_ms.unwrap_or(0.0),
+            alone.p99_ms.unwrap_or(0.0)
+        );
+        let mut runner = Runner::open(
+            store.clone(),
+            writer.clone(),
+            PhiAccessProjection::new(config.clone()),
+        )
+        .await?;
+        // Those entries first, so that the next load starts with the projection at the head.
+        runner.catch_up(|_, _| {}).await?;
+        let (runner, lag) = follow_under_load(
+            store.clone(),
+            &writer,
+            runner,
+            prepared,
+            args.appenders,
+            args.live_seconds,
+        )
+        .await?;
+        drop(runner);
+        lag.print("the embedded store, phi-access following");
+        println!(
+            "  appends with the projection following: {:.2}x the rate without it",
+            lag.append_rate() / alone.per_sec.max(1.0)
+        );
+    }
     drop(writer);
     writer_task.await?;
     Ok(())

@@ -16,12 +16,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
-use auditledger::bench::{machine, synthetic_rows, SyntheticRows};
+use auditledger::bench::{follow_under_load, machine, synthetic_rows, SyntheticRows};
 use clap::Parser;
 use ledger::payload::{Payload, StoredEvent};
 use ledger::projection::{Effects, Projection, Runner, VerifiedEntry};
@@ -222,82 +222,27 @@ async fn lag(args: &Args, store: Arc<dyn Store>, label: &str) -> anyhow::Result<
         WriterConfig::default(),
     )
     .await?;
-    let mut runner = Runner::open(
+    let runner = Runner::open(
         store.clone(),
         writer.clone(),
         SecurityProjection::new(RulesConfig::default()),
     )
     .await?;
-    let stats = runner.stats();
-    let stop_runner = Arc::new(AtomicBool::new(false));
-    let follower = {
-        let stop = stop_runner.clone();
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if runner.catch_up(|_, _| {}).await? == 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            Ok::<_, anyhow::Error>(runner)
-        })
-    };
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(args.seconds);
-    let mut appenders = Vec::new();
-    let step = args.appenders;
-    for a in 0..args.appenders {
-        let (w, prepared) = (writer.clone(), prepared.clone());
-        appenders.push(tokio::spawn(async move {
-            let mut i = a;
-            while Instant::now() < deadline {
-                w.append(vec![prepared[i % prepared.len()].clone()]).await?;
-                i += step;
-            }
-            Ok::<_, ledger::AppendError>(())
-        }));
-    }
-    // Sample the lag while the load runs.
-    let mut lags = Vec::new();
-    let position_at_start = stats.position.load(Ordering::Relaxed);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let head = store.head(&stream).await?.map_or(0, |h| h.seq + 1);
-        lags.push(head.saturating_sub(stats.position.load(Ordering::Relaxed)));
-    }
-    for a in appenders {
-        a.await??;
-    }
-    let load_secs = started.elapsed().as_secs_f64();
-    let appended = writer.stats().entries.load(Ordering::Relaxed);
-    let applied_under_load = stats.position.load(Ordering::Relaxed) - position_at_start;
-    // Drain: how long until the projection has everything.
-    let head = store.head(&stream).await?.map_or(0, |h| h.seq + 1);
-    let drain = Instant::now();
-    while stats.position.load(Ordering::Relaxed) < head {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let drain_secs = drain.elapsed().as_secs_f64();
-    stop_runner.store(true, Ordering::Relaxed);
-    let runner = follower.await??;
+    let (runner, lag) = follow_under_load(
+        store.clone(),
+        &writer,
+        runner,
+        prepared,
+        args.appenders,
+        args.seconds,
+    )
+    .await?;
     let own = runner.stats().own_entries.load(Ordering::Relaxed);
     drop(runner);
     drop(writer);
     writer_task.await?;
-    lags.sort_unstable();
-    let pct = |p: f64| lags[((lags.len() - 1) as f64 * p).round() as usize];
-    let rate = appended as f64 / load_secs;
-    println!(
-        "\nlag on {label}: {} appenders for {load_secs:.1} s appended {appended} entries ({rate:.0}/s); the projection applied {applied_under_load} meanwhile ({:.0}/s) and recorded {own} detections",
-        args.appenders,
-        applied_under_load as f64 / load_secs,
-    );
-    println!(
-        "  lag (entries behind the head, sampled every 50 ms): p50 {}, p99 {}, max {} (max = {:.0} ms of appends); drained {:.0} ms after the load stopped",
-        pct(0.5),
-        pct(0.99),
-        lags.last().copied().unwrap_or(0),
-        lags.last().copied().unwrap_or(0) as f64 / rate.max(1.0) * 1e3,
-        drain_secs * 1e3
-    );
+    println!();
+    lag.print(label);
+    println!("  the projection recorded {own} detections");
     Ok(())
 }

@@ -62,9 +62,10 @@ pub async fn run<P: Projection>(
         let stats = runner.stats();
         let failure = loop {
             if *stop.borrow() {
-                break None;
+                // Keep what was applied: the next start resumes after it.
+                break runner.commit_pending().await.err();
             }
-            match runner.catch_up(|_, _| {}).await {
+            match runner.keep_up().await {
                 Ok(applied) => {
                     gauges.damaged.set(0);
                     gauges

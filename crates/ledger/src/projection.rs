@@ -18,7 +18,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -149,6 +149,14 @@ impl RunnerStats {
     }
 }
 
+/// Whether a catch-up commits what it applied when it reaches the head.
+#[derive(Clone, Copy)]
+enum CommitAtEnd {
+    Always,
+    /// Only once [`Runner::commit_interval`] has passed since the last commit.
+    WhenDue,
+}
+
 /// A commit handed to the store ([`Runner::start_commit`]).
 enum PendingCommit {
     /// Nothing was there to commit.
@@ -174,6 +182,13 @@ pub struct Runner<P: Projection> {
     stats: Arc<RunnerStats>,
     commit_every: usize,
     read_every: usize,
+    /// Applied entries' changes not committed yet, and how many entries they cover: carried
+    /// from one [`Runner::keep_up`] to the next until a commit is due.
+    effects: Effects,
+    uncommitted: usize,
+    /// When the last commit was handed to the store.
+    committed_at: Instant,
+    commit_interval: Duration,
 }
 
 /// A projection's saved state as CBOR `[version, state]`: what [`Projection::save`] returns
@@ -218,6 +233,17 @@ pub const COMMIT_EVERY: usize = 16_384;
 /// How many entries one read of a catch-up takes (one short read snapshot each).
 pub const READ_EVERY: usize = 16_384;
 
+/// While following the head ([`Runner::keep_up`]), the longest a runner holds applied entries
+/// before committing them (unless it runs out of new entries first, which commits at once).
+///
+/// Every commit writes the projection's whole saved state (for `phi-access`, every open
+/// user-day's patients: 2.7 MB after a busy day in `scripts/bench-phi`) and takes the store's
+/// one writer connection (the embedded store) away from the appends for that long. Catching up
+/// commits at its end, and following the head under load is a catch-up every few hundred
+/// entries: dozens of such commits a second. The price of holding is freshness: under load the
+/// read model trails the head by up to this interval.
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl<P: Projection> Runner<P> {
     /// Loads the projection's saved position and state. `writer` must write to `stream` of
     /// `store`.
@@ -255,6 +281,10 @@ impl<P: Projection> Runner<P> {
             saved: position.map(|(s, _)| s),
             position,
             stats,
+            effects: Effects::default(),
+            uncommitted: 0,
+            committed_at: Instant::now(),
+            commit_interval: COMMIT_INTERVAL,
         })
     }
 
@@ -280,6 +310,12 @@ impl<P: Projection> Runner<P> {
     /// small values so that one commit spans several reads).
     pub fn set_read_every(&mut self, entries: usize) {
         self.read_every = entries.max(1);
+    }
+
+    /// Holds applied entries for at most this long in [`Runner::keep_up`] instead of
+    /// [`COMMIT_INTERVAL`].
+    pub fn set_commit_interval(&mut self, interval: Duration) {
+        self.commit_interval = interval;
     }
 
     pub fn stats(&self) -> Arc<RunnerStats> {
@@ -313,8 +349,44 @@ impl<P: Projection> Runner<P> {
         &mut self,
         progress: impl FnMut(u64, u64) + Send,
     ) -> Result<u64, ProjectionError> {
+        self.run(progress, CommitAtEnd::Always).await
+    }
+
+    /// One step of following the head (what [`Runner::follow`] and the server repeat): applies
+    /// every entry up to the head as of now like [`Runner::catch_up`], but commits at the end
+    /// only when [`COMMIT_INTERVAL`] has passed since the last commit, or when there was
+    /// nothing new (the load paused: everything applied is committed at once). Under a steady
+    /// load that is one commit per interval instead of one per step. Call
+    /// [`Runner::commit_pending`] before dropping a runner that should keep its work.
+    pub async fn keep_up(&mut self) -> Result<u64, ProjectionError> {
+        self.run(|_, _| {}, CommitAtEnd::WhenDue).await
+    }
+
+    /// Commits what [`Runner::keep_up`] applied and still holds (nothing to do otherwise).
+    pub async fn commit_pending(&mut self) -> Result<(), ProjectionError> {
+        if self.uncommitted == 0 {
+            return Ok(());
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        self.uncommitted = 0;
+        let pending = self.start_commit(&mut effects).await?;
+        self.finish_commit(pending).await
+    }
+
+    /// Entries applied and not committed yet (held by [`Runner::keep_up`]).
+    pub fn uncommitted(&self) -> usize {
+        self.uncommitted
+    }
+
+    async fn run(
+        &mut self,
+        progress: impl FnMut(u64, u64) + Send,
+        at_end: CommitAtEnd,
+    ) -> Result<u64, ProjectionError> {
         let mut pending = None;
-        let result = self.catch_up_overlapped(&mut pending, progress).await;
+        let result = self
+            .catch_up_overlapped(&mut pending, progress, at_end)
+            .await;
         // Whatever happened meanwhile, the commit in flight is answered before returning (its
         // own error first: the position saved is what a reopened runner resumes from).
         let finished = match pending.take() {
@@ -328,6 +400,7 @@ impl<P: Projection> Runner<P> {
         &mut self,
         pending: &mut Option<PendingCommit>,
         mut progress: impl FnMut(u64, u64) + Send,
+        at_end: CommitAtEnd,
     ) -> Result<u64, ProjectionError> {
         let head = match self.store.head(&self.stream).await? {
             Some(h) => h.seq + 1,
@@ -335,8 +408,16 @@ impl<P: Projection> Runner<P> {
         };
         self.stats.head.store(head, Ordering::Relaxed);
         let mut applied = 0u64;
-        let mut uncommitted = 0usize;
-        let mut effects = Effects::default();
+        // What an earlier keep_up held. On an error it is dropped with the runner's position
+        // past the saved one: a runner that failed is reopened from its saved position.
+        let mut uncommitted = std::mem::take(&mut self.uncommitted);
+        let mut effects = std::mem::take(&mut self.effects);
+        if uncommitted > 0 && self.next_seq() >= head {
+            // Nothing new: the load paused, so what is held is committed now.
+            let p = self.start_commit(&mut effects).await?;
+            *pending = Some(p);
+            return Ok(0);
+        }
         while self.next_seq() < head {
             let next = self.next_seq();
             let want = (head - next).min(self.read_every.min(self.commit_every) as u64) as usize;
@@ -368,7 +449,12 @@ impl<P: Projection> Runner<P> {
             applied += good as u64;
             uncommitted += good;
             // Keep what verified, then stop before any damage.
-            if uncommitted >= self.commit_every || self.next_seq() >= head || checked.is_err() {
+            let at_head = self.next_seq() >= head
+                && match at_end {
+                    CommitAtEnd::Always => true,
+                    CommitAtEnd::WhenDue => self.committed_at.elapsed() >= self.commit_interval,
+                };
+            if uncommitted >= self.commit_every || at_head || checked.is_err() {
                 if let Some(p) = pending.take() {
                     self.finish_commit(p).await?;
                 }
@@ -385,6 +471,8 @@ impl<P: Projection> Runner<P> {
                 });
             }
         }
+        self.uncommitted = uncommitted;
+        self.effects = effects;
         Ok(applied)
     }
 
@@ -397,9 +485,9 @@ impl<P: Projection> Runner<P> {
     ) -> Result<(), ProjectionError> {
         loop {
             if *stop.borrow() {
-                return Ok(());
+                return self.commit_pending().await;
             }
-            let applied = self.catch_up(|_, _| {}).await?;
+            let applied = self.keep_up().await?;
             if applied == 0 {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
@@ -483,6 +571,7 @@ impl<P: Projection> Runner<P> {
         let Some((seq, entry_hash)) = self.position else {
             return Ok(PendingCommit::Done);
         };
+        self.committed_at = Instant::now();
         self.projection.flush(effects);
         let mut own = std::mem::take(&mut effects.own);
         // The same record twice is one entry (an idempotency digest appears once per request).

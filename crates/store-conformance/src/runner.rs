@@ -155,6 +155,29 @@ async fn recorded(store: &dyn Store, s: &StreamId) -> Vec<Seq> {
     out
 }
 
+/// The security projection's runner on a writer of its own on `s`, and the writer's task.
+async fn security_runner(
+    store: &Arc<dyn Store>,
+    s: &StreamId,
+) -> (Runner<SecurityProjection>, tokio::task::JoinHandle<()>) {
+    let (w, task) = GroupCommitWriter::start(
+        store.clone(),
+        s.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .unwrap();
+    let runner = Runner::open(
+        store.clone(),
+        w,
+        SecurityProjection::new(RulesConfig::default()),
+    )
+    .await
+    .unwrap();
+    (runner, task)
+}
+
 async fn head(store: &dyn Store, s: &StreamId) -> Seq {
     store.head(s).await.unwrap().unwrap().seq
 }
@@ -226,6 +249,8 @@ where
     assert_eq!(rows(reference.as_ref(), &s, EVENTS).await, events);
     assert_eq!(rows(reference.as_ref(), &s, BLOCKS).await, blocks);
 
+    keep_up_commits_when_due_or_idle(&fresh().await.0, &stream, &events, &blocks).await;
+
     // The same traffic read one entry at a time and committed every 2 (one commit spans two
     // reads), with one commit in three failing (before or after it reached the database), each
     // failure followed by a reopen.
@@ -278,21 +303,7 @@ where
     let mut e = store.get(&s, target).await.unwrap().unwrap();
     e.payload.as_mut().unwrap()[25] ^= 0x01;
     tamper.overwrite(&s, target, &e).await;
-    let (w, task) = GroupCommitWriter::start(
-        store.clone(),
-        s.clone(),
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await
-    .unwrap();
-    let mut runner = Runner::open(
-        store.clone(),
-        w,
-        SecurityProjection::new(RulesConfig::default()),
-    )
-    .await
-    .unwrap();
+    let (mut runner, task) = security_runner(&store, &s).await;
     match runner.catch_up(|_, _| {}).await {
         Err(ProjectionError::Damaged { seq, problem, .. }) => {
             assert_eq!((seq, problem), (target, Problem::PayloadModified))
@@ -307,6 +318,100 @@ where
         target - 1,
         "applied up to the damage, not past it"
     );
+}
+
+/// Following the head ([`Runner::keep_up`]): applied entries are held, not committed, until
+/// the commit interval has passed or nothing new arrives; `commit_pending` commits them; the
+/// read model and the detections recorded come out as with catching up.
+async fn keep_up_commits_when_due_or_idle(
+    store: &Arc<dyn Store>,
+    stream: &[Value],
+    events: &[(String, i64, Value)],
+    blocks: &[(String, i64, Value)],
+) {
+    let s = StreamId::default();
+    let (mut runner, task) = security_runner(store, &s).await;
+    let saved = |store: Arc<dyn Store>, s: StreamId| async move {
+        store.projection(NAME, &s).await.unwrap().map(|p| p.seq)
+    };
+    let third = stream.len() / 3;
+    runner.set_commit_interval(std::time::Duration::from_secs(3600));
+
+    // Not due: applied and held.
+    append(store, &s, &stream[..third]).await;
+    let applied = runner.keep_up().await.unwrap();
+    assert!(applied > 0);
+    assert_eq!(runner.uncommitted(), applied as usize);
+    assert_eq!(
+        saved(store.clone(), s.clone()).await,
+        None,
+        "nothing committed yet"
+    );
+    append(store, &s, &stream[third..2 * third]).await;
+    let more = runner.keep_up().await.unwrap();
+    assert!(more > 0);
+    assert_eq!(runner.uncommitted(), (applied + more) as usize);
+    assert_eq!(saved(store.clone(), s.clone()).await, None);
+    assert_eq!(runner.stats().commits.load(Ordering::Relaxed), 0);
+
+    // Nothing new: what is held is committed at once (with the detections it recorded, which
+    // land after it).
+    let applied_to = head(store.as_ref(), &s).await;
+    assert_eq!(runner.keep_up().await.unwrap(), 0);
+    assert_eq!(runner.uncommitted(), 0);
+    assert_eq!(saved(store.clone(), s.clone()).await, Some(applied_to));
+    assert!(
+        head(store.as_ref(), &s).await > applied_to,
+        "detections recorded"
+    );
+    assert_eq!(runner.stats().commits.load(Ordering::Relaxed), 1);
+
+    // Due: committed at the end of the step (its own detections went to the ledger with it).
+    runner.set_commit_interval(std::time::Duration::ZERO);
+    append(store, &s, &stream[2 * third..]).await;
+    assert!(runner.keep_up().await.unwrap() > 0);
+    assert_eq!(runner.uncommitted(), 0);
+    assert_eq!(runner.stats().commits.load(Ordering::Relaxed), 2);
+
+    // Held again (the detections just recorded), then committed on request.
+    runner.set_commit_interval(std::time::Duration::from_secs(3600));
+    let own = runner.keep_up().await.unwrap();
+    assert_eq!(runner.uncommitted(), own as usize);
+    let applied_to = runner.next_seq() - 1;
+    runner.commit_pending().await.unwrap();
+    assert_eq!(runner.uncommitted(), 0);
+    assert_eq!(saved(store.clone(), s.clone()).await, Some(applied_to));
+    // Whatever that recorded is applied and committed like the rest.
+    runner.set_commit_interval(std::time::Duration::ZERO);
+    while runner.keep_up().await.unwrap() > 0 {}
+    assert_eq!(runner.uncommitted(), 0);
+    assert_eq!(
+        saved(store.clone(), s.clone()).await,
+        Some(head(store.as_ref(), &s).await)
+    );
+    drop(runner);
+    task.await.unwrap();
+
+    // The detections are those of catching up (their seqs differ: the ledger interleaves the
+    // traffic and the recorded detections differently).
+    let what = |rows: Vec<(String, i64, Value)>| {
+        let mut what: Vec<String> = rows
+            .iter()
+            .map(|(_, _, v)| format!("{} {} {}", v["rule"], v["summary"], v["subjects"]))
+            .collect();
+        what.sort();
+        what
+    };
+    assert_eq!(
+        what(rows(store.as_ref(), &s, EVENTS).await),
+        what(events.to_vec())
+    );
+    let keys = |rows: Vec<(String, i64, Value)>| rows.into_iter().map(|r| r.0).collect::<Vec<_>>();
+    assert_eq!(
+        keys(rows(store.as_ref(), &s, BLOCKS).await),
+        keys(blocks.to_vec())
+    );
+    assert_eq!(recorded(store.as_ref(), &s).await.len(), events.len());
 }
 
 /// A store whose every third `commit_projection` fails: alternately before it reaches the
