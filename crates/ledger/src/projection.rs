@@ -153,7 +153,8 @@ impl RunnerStats {
 #[derive(Clone, Copy)]
 enum CommitAtEnd {
     Always,
-    /// Only once [`Runner::commit_interval`] has passed since the last commit.
+    /// Only once the commit interval ([`COMMIT_INTERVAL`] unless set) has passed since the last
+    /// commit.
     WhenDue,
 }
 
