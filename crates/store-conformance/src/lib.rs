@@ -86,6 +86,21 @@ pub fn prepared(from: usize, n: usize) -> Vec<PreparedEntry> {
         .expect("test events are valid")
 }
 
+/// A group-commit writer on `stream` with the system clock and default settings, and its task.
+pub async fn start_writer(
+    store: &Arc<dyn Store>,
+    stream: &StreamId,
+) -> (GroupCommitWriter, tokio::task::JoinHandle<()>) {
+    GroupCommitWriter::start(
+        store.clone(),
+        stream.clone(),
+        Arc::new(SystemClock),
+        WriterConfig::default(),
+    )
+    .await
+    .expect("writer starts")
+}
+
 /// Opens a writer on `stream` and appends `n` events in requests of `per_request`.
 pub async fn fill(
     store: Arc<dyn Store>,

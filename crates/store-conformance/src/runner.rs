@@ -11,15 +11,14 @@ use async_trait::async_trait;
 use ledger::payload::Payload;
 use ledger::projection::{ProjectionError, Runner};
 use ledger::{
-    AppendBatch, Digest, Entry, EntryChunks, GroupCommitWriter, Head, Ingest, MerkleNode, Problem,
-    ReadModelRow, RowChange, RowQuery, SavedProjection, Seq, Store, StoreError, StoredCheckpoint,
-    StreamId, SystemClock, WriterConfig,
+    AppendBatch, Digest, Entry, EntryChunks, Head, Ingest, MerkleNode, Problem, ReadModelRow,
+    RowChange, RowQuery, SavedProjection, Seq, Store, StoreError, StoredCheckpoint, StreamId,
 };
 use security::projection::{BLOCKS, EVENTS, LIFTS, NAME, SECURITY_EVENT};
 use security::{RulesConfig, SecurityProjection};
 use serde_json::{json, Value};
 
-use crate::{test_pseudonymizer, Tamper};
+use crate::{start_writer, test_pseudonymizer, Tamper};
 
 /// A quiet Monday in New York working hours, in UTC.
 const DAY: &str = "2026-11-23T15";
@@ -62,14 +61,7 @@ pub fn security_stream() -> Vec<Value> {
 pub const ATTACKER_IP: &str = "203.0.113.9";
 
 async fn append(store: &Arc<dyn Store>, s: &StreamId, events: &[Value]) {
-    let (w, task) = GroupCommitWriter::start(
-        store.clone(),
-        s.clone(),
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (w, task) = start_writer(store, s).await;
     let ingest = Ingest::new(test_pseudonymizer());
     for chunk in events.chunks(25) {
         let prepared = ingest.prepare_batch(chunk, None, 0).unwrap();
@@ -88,14 +80,7 @@ async fn project(
     commit_every: usize,
     read_every: usize,
 ) -> usize {
-    let (w, task) = GroupCommitWriter::start(
-        store.clone(),
-        s.clone(),
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (w, task) = start_writer(store, s).await;
     let mut failures = 0;
     loop {
         let mut runner = match Runner::open(
@@ -160,14 +145,7 @@ async fn security_runner(
     store: &Arc<dyn Store>,
     s: &StreamId,
 ) -> (Runner<SecurityProjection>, tokio::task::JoinHandle<()>) {
-    let (w, task) = GroupCommitWriter::start(
-        store.clone(),
-        s.clone(),
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (w, task) = start_writer(store, s).await;
     let runner = Runner::open(
         store.clone(),
         w,
@@ -227,14 +205,7 @@ where
 
     // Rebuilding from zero gives the same read model and appends nothing.
     let before = head(reference.as_ref(), &s).await;
-    let (w, task) = GroupCommitWriter::start(
-        reference.clone(),
-        s.clone(),
-        Arc::new(SystemClock),
-        WriterConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (w, task) = start_writer(&reference, &s).await;
     let mut runner = Runner::rebuild(
         reference.clone(),
         w,
