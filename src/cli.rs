@@ -26,7 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// Directory holding the embedded ledger (ledger.db) and the keys (keys/).
+    /// Directory holding the keys (keys/) and the embedded store: the ledger (ledger.db) and the
+    /// projections' read models (projections.db).
     #[arg(
         long,
         global = true,

@@ -438,8 +438,13 @@ fn nothing_raw_reaches_storage_output_or_logs() {
     let key = std::fs::read_to_string(l.path().join("keys/pseudonym.key")).unwrap();
     assert!(!all_logs.contains(key.trim()), "the key is never logged");
 
-    // Storage: no raw identifier anywhere in the database file (or its WAL).
-    for file in ["ledger.db", "ledger.db-wal"] {
+    // Storage: no raw identifier anywhere in the database files (or their WALs).
+    for file in [
+        "ledger.db",
+        "ledger.db-wal",
+        "projections.db",
+        "projections.db-wal",
+    ] {
         if let Ok(bytes) = std::fs::read(l.path().join(file)) {
             for raw in RAW_IDS {
                 assert!(

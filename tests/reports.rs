@@ -271,10 +271,22 @@ fn reports_answer_exactly_flag_the_snoop_and_refuse_a_tampered_range() {
     assert_no_raw_ids(&csv, "the CSV report");
     assert_no_raw_ids(&html, "the HTML report");
 
-    // No raw identifier in the store either (entries, read models, projection state).
-    let db = std::fs::read(dir.join("ledger.db")).unwrap();
-    let db = String::from_utf8_lossy(&db);
-    assert_no_raw_ids(&db, "the embedded store");
+    // No raw identifier in the store either (entries, read models, projection state, and the
+    // write-ahead logs not yet copied into either file).
+    for file in [
+        "ledger.db",
+        "ledger.db-wal",
+        "projections.db",
+        "projections.db-wal",
+    ] {
+        if let Ok(bytes) = std::fs::read(dir.join(file)) {
+            assert_no_raw_ids(&String::from_utf8_lossy(&bytes), file);
+        }
+    }
+    assert!(
+        dir.join("projections.db").exists(),
+        "the read models were written"
+    );
 
     // Tamper with one cited entry: the report says it does not verify, and exits 1.
     let cited = lines.iter().find(|l| l["legacy"] == json!(false)).unwrap()["seq"]

@@ -38,10 +38,13 @@ impl Access {
         event: &StoredEvent,
         config: &AnalyticsConfig,
     ) -> Option<Access> {
-        if !is_phi_access(event, config) {
-            return None;
-        }
-        Some(Access {
+        is_phi_access(event, config).then(|| Access::of_event(seq, entry_hash, event))
+    }
+
+    /// What `event` says as an access, whether or not it is a PHI access (the caller knows it
+    /// is: e.g. a `user_access` row listed it).
+    pub fn of_event(seq: Seq, entry_hash: &Digest, event: &StoredEvent) -> Access {
+        Access {
             seq,
             entry_hash: entry_hash.to_hex(),
             occurred_at: Timestamp(event.occurred_at).to_rfc3339(),
@@ -52,8 +55,61 @@ impl Access {
             source: event.source.clone(),
             resource_type: event.resource.as_ref().map(|r| r.kind.clone()),
             patient: patient_of(event).map(str::to_owned),
-        })
+        }
     }
+
+    /// The value of the access's `patient` row: the access without what the row's key (the
+    /// patient), `ord` (the seq) and `at` (the time) already hold.
+    pub fn patient_row(&self) -> PatientAccess {
+        PatientAccess {
+            entry_hash: self.entry_hash.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            action: self.action.clone(),
+            outcome: self.outcome.clone(),
+            source: self.source.clone(),
+            resource_type: self.resource_type.clone(),
+        }
+    }
+
+    /// The access a `patient` row holds, given the row's `ord`, `at` and the key's patient.
+    pub fn from_patient_row(seq: Seq, at: Timestamp, patient: &str, row: PatientAccess) -> Access {
+        Access {
+            seq,
+            entry_hash: row.entry_hash,
+            occurred_at: at.to_rfc3339(),
+            user: row.user,
+            role: row.role,
+            action: row.action,
+            outcome: row.outcome,
+            source: row.source,
+            resource_type: row.resource_type,
+            patient: Some(patient.to_owned()),
+        }
+    }
+}
+
+/// The value of a `patient` row ([`Access::patient_row`]). Fields that are absent are left out
+/// of the JSON: the rows are most of the read model's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientAccess {
+    pub entry_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+}
+
+/// The value of a `user_access` row: the `seq`s of PHI accesses by one user in one UTC month,
+/// ascending, as one commit of the projection found them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserAccesses {
+    pub seqs: Vec<Seq>,
 }
 
 /// `phi: true`, or a clinical resource type.

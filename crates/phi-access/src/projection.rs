@@ -8,8 +8,8 @@
 //!
 //! | table           | key            | ord        | at           | value                   |
 //! |-----------------|----------------|------------|--------------|-------------------------|
-//! | `patient`       | month/patient  | entry seq  | occurred_at  | [`Access`]              |
-//! | `user`          | month/user     | entry seq  | occurred_at  | [`Access`]              |
+//! | `patient`       | month/patient  | entry seq  | occurred_at  | [`PatientAccess`]       |
+//! | `user_access`   | month/user     | first seq  | month's start | [`UserAccesses`]       |
 //! | `day`           | `YYYY-MM-DD`   | 0          | day's start  | [`DayTotals`]           |
 //! | `user_day`      | user pseud.    | day number | day's start  | [`UserDay`]             |
 //! | `day_late`      | `YYYY-MM-DD`   | entry seq  | day's start  | one event's [`DayTotals`] |
@@ -24,7 +24,8 @@
 //!   one key read per month: a PHI access writes one row under its month and its patient's
 //!   pseudonym, keyed (`<key id>:<hex>`) or legacy (`sha256:<hex>`) alike, so a patient known
 //!   under both is two key reads per month.
-//! - One user's month is `user` by key and time, one or two key reads.
+//! - One user's month is `user_access` by key (one key read per month), then the listed
+//!   entries from the ledger by `seq` (primary-key reads), each decoded into its [`Access`].
 //! - A period's aggregates are `day` and `user_day` by time (`at` is the instant the site-local
 //!   day begins; `ord` of `user_day` is the day number, days since 1970-01-01, so a user's
 //!   days are also one key read).
@@ -49,9 +50,20 @@
 //! `late_days`): after changing it, rebuild the projection, or old and new rows mix
 //! definitions.
 //!
-//! Cost: a PHI access writes two rows as it is applied (`patient`, `user`); a change one; a
-//! late event one or two; the aggregates one row per day and per user-day that changed, once
-//! per commit.
+//! Cost: a PHI access with a patient writes one row as it is applied (`patient`, holding only
+//! what its key, `ord` and `at` do not: [`PatientAccess`]); a change one; a late event one or
+//! two; once per commit, the aggregates one row per day and per user-day that changed, and one
+//! `user_access` row per user and month with accesses since the last commit (their seqs).
+//!
+//! **Why a user's accesses are seqs per commit, not a row per access.** Until state version 3
+//! each access also wrote a `user` row, a second copy of the access. Rows were 2.2 KB of read
+//! model per ledger entry (the ledger itself 0.83 KB), and writing them is what bounds the
+//! projection: at catch-up, the disk's write bandwidth; while following the head, each commit
+//! rewriting about one index page per row (docs/PERFORMANCE.md, session 7). A `user_access`
+//! row lists a user's accesses of one month as one commit found them, so a commit writes a
+//! row per active user rather than per access, and a user's month is still index reads. Its
+//! rows depend on where commits fell (a rebuild may cut them differently); the accesses they
+//! list do not.
 //!
 //! **Open days and late events.** Aggregates of a day are kept in memory while the day is
 //! *open*: while its day number is at least the newest day number seen minus `late_days`
@@ -72,6 +84,8 @@
 //! with each open user-day's set of patients as 64-bit digests of their pseudonyms (the first 8
 //! bytes of BLAKE3: deterministic everywhere; two patients of one user-day colliding is a
 //! 2^-64 event per pair and would undercount that day by one). CBOR, versioned, sorted.
+//!
+//! [`PatientAccess`]: crate::model::PatientAccess
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,7 +97,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::AnalyticsConfig;
 use crate::model::{
     date_of_day_number, day_number, is_failed_login, Access, Change, DayTotals, SiteCalendar,
-    UserDay,
+    UserAccesses, UserDay,
 };
 
 /// Entries applied between commits during a catch-up. Each B-tree page a commit touches is
@@ -105,19 +119,24 @@ pub const FUTURE_DAYS: i64 = 1;
 
 /// Read-model tables (see the module doc).
 pub const PATIENTS: &str = "patient";
-pub const USERS: &str = "user";
+pub const USER_ACCESSES: &str = "user_access";
 pub const DAYS: &str = "day";
 pub const USER_DAYS: &str = "user_day";
 pub const DAYS_LATE: &str = "day_late";
 pub const USER_DAYS_LATE: &str = "user_day_late";
 pub const CHANGES: &str = "change";
 
-/// The format of the saved state; a state of another version is refused (rebuild). Version 2:
-/// the `patient` and `user` rows are keyed by month and pseudonym ([`access_key`]); a read
-/// model of version 1 keyed them by the pseudonym alone and must be rebuilt.
-pub const STATE_VERSION: u32 = 2;
+/// The format of the saved state; a state of another version is refused (rebuild). The state's
+/// shape did not change in versions 2 and 3, but the rows it goes with did, and a read model
+/// of an older version must be rebuilt: version 2 keyed the `patient` and `user` rows by month
+/// and pseudonym ([`access_key`]) where version 1 keyed them by the pseudonym alone; version 3
+/// keeps the lean [`PatientAccess`] in `patient` rows and replaces `user` rows with `user_access`
+/// rows.
+///
+/// [`PatientAccess`]: crate::model::PatientAccess
+pub const STATE_VERSION: u32 = 3;
 
-/// A UTC calendar month, the bucket of the `patient` and `user` rows.
+/// A UTC calendar month, the bucket of the `patient` and `user_access` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Month {
     pub year: i32,
@@ -162,14 +181,22 @@ impl Month {
         months
     }
 
-    /// The key of `pseudonym`'s rows of this month in the `patient` and `user` tables.
+    /// The key of `pseudonym`'s rows of this month in the `patient` and `user_access` tables.
     pub fn key(self, pseudonym: &str) -> String {
         format!("{:04}-{:02}/{pseudonym}", self.year, self.month)
     }
+
+    /// The month's first instant (UTC): the `at` of its `user_access` rows.
+    pub fn start(self) -> Timestamp {
+        let first = NaiveDate::from_ymd_opt(self.year, self.month, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("a month of a valid timestamp has a first day");
+        Timestamp(first.and_utc().timestamp_micros())
+    }
 }
 
-/// The key of the `patient` or `user` row of an access at `at` by or to `pseudonym`: the UTC
-/// month, then the pseudonym (see the module doc for why).
+/// The key of the `patient` row of an access at `at` to `pseudonym` (and of the `user_access`
+/// row of its user): the UTC month, then the pseudonym (see the module doc for why).
 pub fn access_key(pseudonym: &str, at: Timestamp) -> String {
     Month::of(at).key(pseudonym)
 }
@@ -183,6 +210,9 @@ pub struct PhiAccessProjection {
     newest_day: Option<i64>,
     /// Open days (and closed ones not flushed yet), by day number.
     days: BTreeMap<i64, OpenDay>,
+    /// The seqs of PHI accesses applied since the last flush, by UTC month and user: the next
+    /// `user_access` rows. Empty after every flush, so not part of the state.
+    user_accesses: BTreeMap<(Month, String), Vec<Seq>>,
 }
 
 /// One day's running aggregates.
@@ -355,6 +385,7 @@ impl PhiAccessProjection {
             config,
             newest_day: None,
             days: BTreeMap::new(),
+            user_accesses: BTreeMap::new(),
         }
     }
 
@@ -445,6 +476,7 @@ impl Projection for PhiAccessProjection {
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         let state: State = ledger::projection::decode_state(NAME, STATE_VERSION, state)?;
         self.newest_day = state.newest_day;
+        self.user_accesses.clear();
         self.days = state
             .days
             .into_iter()
@@ -492,23 +524,21 @@ impl Projection for PhiAccessProjection {
         let ord = entry.seq as i64;
         let access = Access::from_event(entry.seq, &entry.entry_hash, e, &self.config);
         if let Some(a) = &access {
-            // Serialized once for both rows.
-            let value = serde_json::to_string(a).expect("read-model values serialize");
             let month = Month::of(at);
-            let row = |table: &str, pseudonym: &str| {
-                RowChange::Put(ReadModelRow {
-                    table: table.to_owned(),
-                    key: month.key(pseudonym),
+            if let Some(patient) = &a.patient {
+                effects.changes.push(put(
+                    PATIENTS,
+                    &month.key(patient),
                     ord,
                     at,
-                    value: value.clone(),
-                })
-            };
-            if let Some(patient) = &a.patient {
-                effects.changes.push(row(PATIENTS, patient));
+                    &a.patient_row(),
+                ));
             }
             if let Some(user) = &a.user {
-                effects.changes.push(row(USERS, user));
+                self.user_accesses
+                    .entry((month, user.clone()))
+                    .or_default()
+                    .push(entry.seq);
             }
         }
         let facts = Facts::of(entry.seq, e, access.as_ref(), &self.cal, &self.config);
@@ -551,6 +581,18 @@ impl Projection for PhiAccessProjection {
     }
 
     fn flush(&mut self, effects: &mut Effects) {
+        for ((month, user), seqs) in std::mem::take(&mut self.user_accesses) {
+            // Entries are applied in seq order, so `seqs` ascends and starts the row.
+            let ord = seqs[0] as i64;
+            let row = UserAccesses { seqs };
+            effects.changes.push(put(
+                USER_ACCESSES,
+                &month.key(&user),
+                ord,
+                month.start(),
+                &row,
+            ));
+        }
         for (n, day) in &mut self.days {
             let date = date_of_day_number(*n);
             let start = self.cal.start_of(date);

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use ledger::readmodel::{paged, RowRange as Range, StoreRows};
-use ledger::{ReadModelRow, RowQuery, Seq, Store, StoreError, StreamId, Timestamp};
+use ledger::{Payload, ReadModelRow, RowQuery, Seq, Store, StoreError, StreamId, Timestamp};
 use serde::de::DeserializeOwned;
 
-use crate::model::{Access, Change, DayTotals, SiteCalendar, UserDay};
+use crate::model::{Access, Change, DayTotals, PatientAccess, SiteCalendar, UserAccesses, UserDay};
 use crate::projection::{
-    Month, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USERS, USER_DAYS, USER_DAYS_LATE,
+    Month, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USER_ACCESSES, USER_DAYS, USER_DAYS_LATE,
 };
 
 /// Rows per query.
@@ -42,17 +42,17 @@ pub async fn accesses_of_patients(
     let mut by_seq: BTreeMap<Seq, (Timestamp, Access)> = BTreeMap::new();
     for month in months(store, stream, PATIENTS, from, to).await? {
         for patient in patients {
-            let of_month = month_accesses(
-                store,
-                stream,
-                PATIENTS,
-                month,
-                patient,
-                (from, to),
-                usize::MAX,
-            );
-            for (at, access) in of_month.await? {
-                by_seq.entry(access.seq).or_insert((at, access));
+            let key = month.key(patient);
+            let range = Range {
+                table: PATIENTS,
+                key: Some(&key),
+                from,
+                to,
+            };
+            for row in rows(store, stream, &range, usize::MAX).await? {
+                let value: PatientAccess = parse(&row, "patient access")?;
+                let access = Access::from_patient_row(row.ord as Seq, row.at, patient, value);
+                by_seq.entry(access.seq).or_insert((row.at, access));
             }
         }
     }
@@ -62,7 +62,9 @@ pub async fn accesses_of_patients(
 }
 
 /// The first `limit` PHI accesses by `user` (a pseudonym) with `occurred_at` in `[from, to)`,
-/// by `(occurred_at, seq)`: one key read per month of the range, oldest first, until `limit`.
+/// by `(occurred_at, seq)`: per month of the range, oldest first, until `limit`, one key read
+/// of `user_access` and the entries it lists, read from the ledger by `seq` and decoded. A
+/// listed entry that is missing, is not an event, or is not by `user` makes the row corrupt.
 pub async fn accesses_of_user(
     store: &dyn Store,
     stream: &StreamId,
@@ -72,65 +74,78 @@ pub async fn accesses_of_user(
     limit: usize,
 ) -> Result<Vec<Access>, StoreError> {
     let mut out = Vec::new();
-    for month in months(store, stream, USERS, from, to).await? {
+    for month in months(store, stream, USER_ACCESSES, from, to).await? {
         if out.len() >= limit {
             break;
         }
-        // Months follow each other, and within one the rows come by (occurred_at, seq).
-        let of_month = month_accesses(
-            store,
-            stream,
-            USERS,
-            month,
-            user,
-            (from, to),
-            limit - out.len(),
-        );
-        out.extend(of_month.await?.into_iter().map(|(_, access)| access));
+        // A month's rows all have `at` = the month's start: read the key whole, and bound the
+        // accesses by their own times.
+        let key = month.key(user);
+        let range = Range {
+            table: USER_ACCESSES,
+            key: Some(&key),
+            from: None,
+            to: None,
+        };
+        let mut of_month: Vec<(Timestamp, Access)> = Vec::new();
+        for row in rows(store, stream, &range, usize::MAX).await? {
+            let value: UserAccesses = parse(&row, "user's accesses")?;
+            for seq in value.seqs {
+                let (at, access) = listed_access(store, stream, &row, seq, user).await?;
+                if from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t) {
+                    of_month.push((at, access));
+                }
+            }
+        }
+        of_month.sort_by_key(|(at, a)| (*at, a.seq));
+        of_month.dedup_by_key(|(_, a)| a.seq);
+        let room = limit - out.len();
+        out.extend(of_month.into_iter().take(room).map(|(_, a)| a));
     }
     Ok(out)
 }
 
-/// The first `max` accesses of `pseudonym` in `month` of `table` (`patient` or `user`) with
-/// `occurred_at` in the range, by `(occurred_at, seq)`, each with its `at`: one key read. A row
-/// whose access names another patient (or user) than its key is corrupt.
-async fn month_accesses(
+/// The access of entry `seq`, which `row` (of `user_access`) lists as one by `user`, with its
+/// time.
+async fn listed_access(
     store: &dyn Store,
     stream: &StreamId,
-    table: &str,
-    month: Month,
-    pseudonym: &str,
-    (from, to): (Option<Timestamp>, Option<Timestamp>),
-    max: usize,
-) -> Result<Vec<(Timestamp, Access)>, StoreError> {
-    let key = month.key(pseudonym);
-    let range = Range {
-        table,
-        key: Some(&key),
-        from,
-        to,
-    };
-    let mut out = Vec::new();
-    for row in rows(store, stream, &range, max).await? {
-        let access: Access = parse(&row, "access")?;
-        let named = if table == USERS {
-            &access.user
-        } else {
-            &access.patient
-        };
-        if named.as_deref() != Some(pseudonym) {
+    row: &ReadModelRow,
+    seq: Seq,
+    user: &str,
+) -> Result<(Timestamp, Access), StoreError> {
+    let what = "user's accesses";
+    let entry = store.get(stream, seq).await?.ok_or_else(|| {
+        corrupt(
+            row,
+            what,
+            format!("it lists entry {seq}, which the ledger lacks"),
+        )
+    })?;
+    let event = match entry.decode_payload() {
+        Some(Ok(Payload::Event(event))) => event,
+        _ => {
             return Err(corrupt(
-                &row,
-                "access",
-                format!("it is not an access of its key's {table}"),
-            ));
+                row,
+                what,
+                format!("it lists entry {seq}, which holds no event"),
+            ))
         }
-        out.push((row.at, access));
+    };
+    if event.actor.user_id.as_deref() != Some(user) {
+        return Err(corrupt(
+            row,
+            what,
+            format!("it lists entry {seq}, which is not by its key's user"),
+        ));
     }
-    Ok(out)
+    Ok((
+        Timestamp(event.occurred_at),
+        Access::of_event(seq, &entry.entry_hash, &event),
+    ))
 }
 
-/// The months whose `table` rows (`patient` or `user`, keyed by month) may hold an access in
+/// The months whose `table` rows (`patient` or `user_access`, keyed by month) may hold an access in
 /// `[from, to)`: the range cut to the table's own oldest and newest row, so an open or a
 /// generous bound costs no key reads of months without data.
 async fn months(

@@ -15,7 +15,8 @@ use ledger::{
     Store, StreamId, SystemClock, Timestamp, WriterConfig,
 };
 use phi_access::projection::{
-    PhiAccessProjection, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USERS, USER_DAYS, USER_DAYS_LATE,
+    PhiAccessProjection, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USER_ACCESSES, USER_DAYS,
+    USER_DAYS_LATE,
 };
 use phi_access::{read, AnalyticsConfig, SiteCalendar};
 use serde_json::{json, Value};
@@ -24,7 +25,7 @@ use crate::{fixed_now, test_pseudonymizer, Tamper};
 
 const TABLES: [&str; 7] = [
     PATIENTS,
-    USERS,
+    USER_ACCESSES,
     DAYS,
     USER_DAYS,
     DAYS_LATE,
@@ -268,7 +269,9 @@ async fn project(store: &Arc<dyn Store>, s: &StreamId, commit_every: usize, rebu
 
 type Rows = BTreeMap<&'static str, Vec<(String, i64, i64, Value)>>;
 
-/// Every row of every table, values parsed (PostgreSQL normalizes JSON text).
+/// Every row of every table, values parsed (PostgreSQL normalizes JSON text). The `user_access`
+/// rows of one key are merged into one, `ord` 0, listing their seqs ascending: they are cut
+/// where the runner's commits fell, and only what they list must not depend on it.
 async fn all_rows(store: &dyn Store, s: &StreamId) -> Rows {
     let mut out = Rows::new();
     for table in TABLES {
@@ -286,6 +289,26 @@ async fn all_rows(store: &dyn Store, s: &StreamId) -> Rows {
                 )
             })
             .collect();
+        if table == USER_ACCESSES {
+            let mut by_key: BTreeMap<String, (i64, Vec<u64>)> = BTreeMap::new();
+            for (key, _, at, value) in rows {
+                let listed = by_key.entry(key).or_insert((at, Vec::new()));
+                assert_eq!(listed.0, at, "one key, one month");
+                for seq in value["seqs"].as_array().expect("seqs") {
+                    listed.1.push(seq.as_u64().expect("a seq"));
+                }
+            }
+            rows = by_key
+                .into_iter()
+                .map(|(key, (at, mut seqs))| {
+                    let n = seqs.len();
+                    seqs.sort_unstable();
+                    seqs.dedup();
+                    assert_eq!(seqs.len(), n, "{key}: each access listed once");
+                    (key, 0, at, json!({ "seqs": seqs }))
+                })
+                .collect();
+        }
         rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out.insert(table, rows);
     }
@@ -346,8 +369,8 @@ where
     check_months(&months, &s).await;
 }
 
-/// Accesses to one patient by one user over several months (the `patient` and `user` rows are
-/// keyed by month): open, closed and generous ranges, bounds on a month's first instant, a
+/// Accesses to one patient by one user over several months (the `patient` and `user_access`
+/// rows are keyed by month): open, closed and generous ranges, bounds on a month's first instant, a
 /// legacy-hashed access years before, a user's first few across months.
 async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
     let times = [
@@ -527,6 +550,24 @@ async fn check_answers(
             .collect::<Vec<_>>()
     );
     assert!(got.iter().all(|a| a.user.as_deref() == Some(user.as_str())));
+    // All of them, each the access its patient's rows hold: the same fields read two ways
+    // (from the ledger entries `user_access` lists, and from the lean `patient` rows).
+    let all = read::accesses_of_user(store, s, &user, None, None, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        want_user.iter().map(|(_, s)| *s).collect::<Vec<_>>()
+    );
+    for a in &all {
+        if let Some(p) = &a.patient {
+            let of_patient =
+                read::accesses_of_patients(store, s, std::slice::from_ref(p), None, None)
+                    .await
+                    .unwrap();
+            assert!(of_patient.contains(a), "{a:?}");
+        }
+    }
 
     // Per-day totals, late rows merged in.
     let first = first_day();

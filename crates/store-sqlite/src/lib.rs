@@ -1,4 +1,5 @@
-//! The embedded default store: one SQLite file (`ledger.db`) in the data directory.
+//! The embedded default store: two SQLite files in the data directory, the ledger
+//! (`ledger.db`) and the projections' read models (`projections.db`).
 //!
 //! - WAL journal with `synchronous = FULL`: a commit is on disk (the WAL is fsynced) before
 //!   `append` returns, so a receipt is never given for an entry a crash could lose.
@@ -7,10 +8,17 @@
 //! - Schema 3 lets exactly one UPDATE through: a purge of old payloads (`purge_payloads`), and
 //!   only for entries recorded six years or more before a purge authorization after them; the
 //!   triggers check every row, whoever runs the UPDATE.
-//! - Projections' positions and read-model rows (schema 2) are ordinary tables: derived data,
-//!   updated and deleted in place, each commit one transaction on the writer connection.
-//! - Writes go through one connection; reads use their own, and a scan opens a connection of
-//!   its own inside one read transaction (a consistent snapshot while appends go on).
+//! - Projections' positions and read-model rows (`migrations/sqlite-projections/`) are
+//!   ordinary tables in a file of their own: derived data, updated and deleted in place, each
+//!   commit one transaction on that file's writer connection. SQLite has one writer per file,
+//!   so with the read models in the ledger file a projection's commit (up to a second of row
+//!   changes) held up every append; in their own file it never does (ledger schema 4 moved
+//!   them out). That file commits with `synchronous = NORMAL`: a crash may lose its last
+//!   commits, never half of one, and the runner then re-applies those entries from the saved
+//!   position, which commits atomically with the rows.
+//! - Writes to each file go through one connection; reads use their own, and a scan opens a
+//!   connection of its own inside one read transaction (a consistent snapshot while appends go
+//!   on).
 //!
 //! rusqlite is blocking, so every call runs on tokio's blocking pool.
 
@@ -32,18 +40,33 @@ mod embedded {
     refinery::embed_migrations!("../../migrations/sqlite");
 }
 
+mod embedded_projections {
+    refinery::embed_migrations!("../../migrations/sqlite-projections");
+}
+
 /// File name of the ledger inside the data directory.
 pub const DB_FILE: &str = "ledger.db";
 
-/// Highest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+/// File name of the projections' positions and read models inside the data directory.
+pub const PROJECTIONS_FILE: &str = "projections.db";
+
+/// Highest schema version of the ledger file this build knows.
+pub const SCHEMA_VERSION: i32 = 4;
+
+/// Highest schema version of the projections file this build knows.
+pub const PROJECTIONS_SCHEMA_VERSION: i32 = 1;
 
 const COLUMNS: &str = "stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, idem";
 
+/// A connection shared by the calls of a store (one writer or one reader of one file).
+type Shared = Arc<Mutex<Connection>>;
+
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    writer: Shared,
+    reader: Shared,
+    projections_writer: Shared,
+    projections_reader: Shared,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -81,20 +104,94 @@ fn seq_param(seq: Seq) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// How a file's commits reach the disk.
+#[derive(Clone, Copy)]
+enum Durability {
+    /// fsync the WAL at every commit: the ledger gives receipts, and NORMAL could lose the last
+    /// commits on power loss after their receipts were given.
+    EveryCommit,
+    /// fsync at checkpoints only: a crash may lose the last commits whole (never part of one).
+    /// For derived data whose position commits with it, so what was lost is re-derived.
+    Checkpoints,
+}
+
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: fsync the WAL at every commit. NORMAL would be faster and could lose the last
-    // commits on power loss, after their receipts were given.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match durability {
+        Durability::EveryCommit => "FULL",
+        Durability::Checkpoints => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     // 32 MiB of page cache (the default is 2 MiB): read-model rows are keyed by pseudonyms,
     // so their index inserts land on random pages, and a small cache rereads them per row.
     conn.pragma_update(None, "cache_size", -32_768)?;
     Ok(())
 }
 
+/// Opens (creating if needed) the database file at `path`, applies `migrations` and checks that
+/// the file is at `version`: the writer and a read-only reader.
+fn open_file(
+    path: &Path,
+    migrations: refinery::Runner,
+    version: i32,
+    durability: Durability,
+) -> Result<(Connection, Connection), StoreError> {
+    let mut writer = Connection::open(path)
+        .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
+    configure(&writer, durability).map_err(backend)?;
+    let report = migrations
+        .run(&mut writer)
+        .map_err(|e| StoreError::Corrupt(format!("cannot migrate {}: {e}", path.display())))?;
+    for m in report.applied_migrations() {
+        tracing::info!(
+            file = %path.display(),
+            version = m.version(),
+            name = m.name(),
+            "applied embedded-store migration"
+        );
+    }
+    let found: i32 = writer
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    if found != version {
+        return Err(StoreError::Corrupt(format!(
+            "{} has schema version {found}, this build knows {version}: use a matching auditledger",
+            path.display()
+        )));
+    }
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    reader
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(backend)?;
+    Ok((writer, reader))
+}
+
+/// Runs `f` on `conn` on the blocking pool.
+async fn on<T: Send + 'static>(
+    conn: &Shared,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().map_err(|_| backend("connection poisoned"))?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(backend)?
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the ledger in `data_dir`, applying migrations.
+    /// Opens (creating if needed) the ledger and the projections file in `data_dir`, applying
+    /// migrations.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             backend(format!(
@@ -103,47 +200,29 @@ impl SqliteStore {
             ))
         })?;
         let path = data_dir.join(DB_FILE);
-        let mut writer = Connection::open(&path)
-            .map_err(|e| backend(format!("cannot open {}: {e}", path.display())))?;
-        configure(&writer).map_err(backend)?;
-        let report = embedded::migrations::runner()
-            .run(&mut writer)
-            .map_err(|e| StoreError::Corrupt(format!("cannot migrate {}: {e}", path.display())))?;
-        for m in report.applied_migrations() {
-            tracing::info!(
-                version = m.version(),
-                name = m.name(),
-                "applied embedded-store migration"
-            );
-        }
-        let version: i32 = writer
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(backend)?;
-        if version != SCHEMA_VERSION {
-            return Err(StoreError::Corrupt(format!(
-                "{} has schema version {version}, this build knows {SCHEMA_VERSION}: use a matching auditledger",
-                path.display()
-            )));
-        }
-        let reader = Connection::open_with_flags(
+        let (writer, reader) = open_file(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(backend)?;
-        reader
-            .busy_timeout(Duration::from_secs(30))
-            .map_err(backend)?;
+            embedded::migrations::runner(),
+            SCHEMA_VERSION,
+            Durability::EveryCommit,
+        )?;
+        let (projections_writer, projections_reader) = open_file(
+            &data_dir.join(PROJECTIONS_FILE),
+            embedded_projections::migrations::runner(),
+            PROJECTIONS_SCHEMA_VERSION,
+            Durability::Checkpoints,
+        )?;
+        let shared = |c| Arc::new(Mutex::new(c));
         Ok(SqliteStore {
             path,
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            writer: shared(writer),
+            reader: shared(reader),
+            projections_writer: shared(projections_writer),
+            projections_reader: shared(projections_reader),
         })
     }
 
+    /// The ledger file.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -152,31 +231,15 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn
-                .lock()
-                .map_err(|_| backend("reader connection poisoned"))?;
-            f(&conn)
-        })
-        .await
-        .map_err(backend)?
+        on(&self.reader, move |c| f(c)).await
     }
 
-    /// Runs `f` on the writer connection on the blocking pool.
+    /// Runs `f` on the ledger's writer connection on the blocking pool.
     async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| backend("writer connection poisoned"))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(backend)?
+        on(&self.writer, f).await
     }
 }
 
@@ -748,7 +811,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<SavedProjection>, StoreError> {
         let name = name.to_owned();
         let stream = stream.clone();
-        self.with_reader(move |c| {
+        on(&self.projections_reader, move |c| {
             c.prepare_cached(
                 "SELECT seq, entry_hash, state FROM projection_positions WHERE projection = ?1 AND stream = ?2",
             )
@@ -780,7 +843,7 @@ impl Store for SqliteStore {
         let saved = saved.clone();
         let changes = changes.to_vec();
         let updated_at = SystemClock.now().micros();
-        self.with_writer(move |conn| {
+        on(&self.projections_writer, move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
@@ -801,7 +864,7 @@ impl Store for SqliteStore {
     async fn reset_projection(&self, name: &str, stream: &StreamId) -> Result<(), StoreError> {
         let name = name.to_owned();
         let stream = stream.clone();
-        self.with_writer(move |conn| {
+        on(&self.projections_writer, move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(backend)?;
@@ -827,7 +890,7 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         let stream = stream.clone();
         let query = query.clone();
-        self.with_reader(move |c| {
+        on(&self.projections_reader, move |c| {
             let mut s = c.prepare_cached(&read_model_sql(&query)).map_err(backend)?;
             let rows = s
                 .query_map(

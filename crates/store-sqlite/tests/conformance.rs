@@ -231,8 +231,8 @@ async fn reopening_keeps_the_ledger_and_refuses_a_newer_schema() {
     assert!(err.contains("99") || err.contains("migrat"), "{err}");
 }
 
-/// A ledger file a version-1 build created and filled: opening it applies versions 2 and 3, and the
-/// ledger then verifies, appends and runs projections.
+/// A ledger file a version-1 build created and filled: opening it applies versions 2 to 4, and
+/// the ledger then verifies, appends and runs projections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_ledger_is_upgraded_on_open() {
     // A ledger to copy entries from (the store cannot write a version-1 file).
@@ -283,7 +283,7 @@ async fn a_version_1_ledger_is_upgraded_on_open() {
         let v = s.query_map([], |r| r.get(0)).unwrap();
         v.collect::<Result<_, _>>().unwrap()
     };
-    assert_eq!(versions, [1, 2, store_sqlite::SCHEMA_VERSION]);
+    assert_eq!(versions, [1, 2, 3, store_sqlite::SCHEMA_VERSION]);
     let report = ledger::verify::verify_store(
         store.as_ref(),
         &stream,
@@ -319,7 +319,7 @@ async fn read_models_are_not_append_only() {
         )
         .await
         .unwrap();
-    let conn = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    let conn = Connection::open(dir.path().join(store_sqlite::PROJECTIONS_FILE)).unwrap();
     conn.execute_batch(
         "INSERT INTO read_model_rows VALUES ('p', 'default', 't', 'k', 0, 0, '{}');
          UPDATE read_model_rows SET at = 1;
@@ -335,4 +335,103 @@ async fn read_models_are_not_append_only() {
 async fn retention_holds_checks_and_purges() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
     store_conformance::retention::run_all(|| attackable(dirs.clone())).await;
+}
+
+/// The ledger and the read models are separate files, each with its own writer: an append goes
+/// through while another connection holds the projections file's write lock (a projection's
+/// commit in progress), and a projection commits while the ledger's is held. In one file either
+/// would wait for the lock (the busy timeout is 30 s) and then fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_and_projection_commits_do_not_wait_for_each_other() {
+    let dir = fresh_dir();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let stream = StreamId::default();
+    store_conformance::fill(store.clone(), &stream, 2, 2).await;
+
+    let projections = Connection::open(dir.path().join(store_sqlite::PROJECTIONS_FILE)).unwrap();
+    projections.execute_batch("BEGIN IMMEDIATE").unwrap();
+    store_conformance::fill(store.clone(), &stream, 3, 3).await;
+    assert_eq!(store.head(&stream).await.unwrap().unwrap().seq, 5);
+    projections.execute_batch("ROLLBACK").unwrap();
+
+    let ledger = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    ledger.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let saved = store_conformance::projection::saved(5);
+    let row = store_conformance::projection::put("t", "k", 0, 1, serde_json::json!({"n": 1}));
+    store
+        .commit_projection("p", &stream, None, &saved, &[row])
+        .await
+        .unwrap();
+    assert_eq!(store.projection("p", &stream).await.unwrap(), Some(saved));
+    ledger.execute_batch("ROLLBACK").unwrap();
+}
+
+/// A ledger of schema 3 kept its read models in the ledger file. Opening it drops them (ledger
+/// schema 4) and starts the projections file empty: derived data, rebuilt by the runners. The
+/// entries are untouched and verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_ledger_leaves_its_read_models_behind() {
+    let source = fresh_dir();
+    let stream = StreamId::default();
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(source.path()).unwrap());
+        store_conformance::fill(store, &stream, 40, 7).await;
+    }
+    let dir = fresh_dir();
+    let path = dir.path().join(store_sqlite::DB_FILE);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let migration = |name: &str, sql: &str| refinery::Migration::unapplied(name, sql).unwrap();
+        let upto3 = [
+            migration(
+                "V1__entries",
+                include_str!("../../../migrations/sqlite/V1__entries.sql"),
+            ),
+            migration(
+                "V2__projections",
+                include_str!("../../../migrations/sqlite/V2__projections.sql"),
+            ),
+            migration(
+                "V3__purge",
+                include_str!("../../../migrations/sqlite/V3__purge.sql"),
+            ),
+        ];
+        refinery::Runner::new(&upto3).run(&mut conn).unwrap();
+        conn.execute(
+            "ATTACH DATABASE ?1 AS source",
+            [source.path().join(store_sqlite::DB_FILE).to_str().unwrap()],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO entries SELECT * FROM source.entries ORDER BY stream, seq;
+             INSERT INTO merkle_nodes SELECT * FROM source.merkle_nodes;
+             DETACH DATABASE source;
+             INSERT INTO projection_positions VALUES ('p', 'default', 40, zeroblob(32), x'', 0);
+             INSERT INTO read_model_rows VALUES ('p', 'default', 't', 'k', 0, 0, '{}');",
+        )
+        .unwrap();
+    }
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("upgraded"));
+    let left: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('read_model_rows', 'projection_positions')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "the ledger file no longer holds read models");
+    assert_eq!(store.projection("p", &stream).await.unwrap(), None);
+    let report = ledger::verify::verify_store(
+        store.as_ref(),
+        &stream,
+        &ledger::VerifyOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries, 41);
+    store_conformance::projection::run_all(store).await;
 }

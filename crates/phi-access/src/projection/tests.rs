@@ -9,7 +9,7 @@ use ledger::{Digest, Pseudonymizer};
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::{is_phi_access, patient_of};
+use crate::model::{is_phi_access, patient_of, PatientAccess};
 
 /// 2026-11-23, a Monday: 15:00 UTC is 10:00 in New York (working hours).
 const MONDAY_10AM: i64 = 1_795_446_000_000_000;
@@ -157,15 +157,40 @@ fn user_day(rows: &Rows, user: &str, day: &str) -> UserDay {
     u
 }
 
+/// The seqs listed by the `user_access` rows of `key`, ascending.
+fn listed(rows: &Rows, key: &str) -> Vec<Seq> {
+    let mut seqs: Vec<Seq> = table(rows, USER_ACCESSES)
+        .into_iter()
+        .filter(|(k, ..)| k == key)
+        .flat_map(|(.., v)| serde_json::from_value::<UserAccesses>(v).unwrap().seqs)
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// `rows` with each key's `user_access` rows merged into one (their rows are cut where commits
+/// fell; the seqs they list are what must not depend on it).
+fn merged(rows: &Rows) -> Rows {
+    let mut out: Rows = rows
+        .iter()
+        .filter(|((t, _, _), _)| t != USER_ACCESSES)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, _, at, _) in table(rows, USER_ACCESSES) {
+        let seqs = listed(rows, &key);
+        let value = serde_json::to_string(&UserAccesses { seqs }).unwrap();
+        out.insert((USER_ACCESSES.to_owned(), key, 0), (at, value));
+    }
+    out
+}
+
 #[test]
-fn a_phi_access_is_a_patient_row_and_a_user_row() {
+fn a_phi_access_is_a_patient_row_and_a_seq_of_its_user() {
     let config = AnalyticsConfig::default();
     let e = event(MONDAY_10AM, "read", Some(USER_A), Some(PATIENT_1));
     let (rows, _) = run(&config, std::slice::from_ref(&e), &[]);
     let patient = table(&rows, PATIENTS);
-    let user = table(&rows, USERS);
     assert_eq!(patient.len(), 1);
-    assert_eq!(user.len(), 1);
     let (key, ord, at, value) = &patient[0];
     // Monday 2026-11-23: the November 2026 rows of the patient.
     assert_eq!(
@@ -173,15 +198,29 @@ fn a_phi_access_is_a_patient_row_and_a_user_row() {
         ("2026-11/0fd71958:1111", 1, Timestamp(MONDAY_10AM))
     );
     assert_eq!(key, &access_key(PATIENT_1, Timestamp(MONDAY_10AM)));
-    let access: Access = serde_json::from_value(value.clone()).unwrap();
+    let lean: PatientAccess = serde_json::from_value(value.clone()).unwrap();
+    let access = Access::from_patient_row(*ord as Seq, *at, PATIENT_1, lean);
     assert_eq!(
         Some(access.clone()),
         Access::from_event(1, &hash_of(1), &e, &config),
-        "the row re-derives from the entry it cites"
+        "the row, its key, ord and at re-derive the access from the entry it cites"
     );
     assert_eq!(access.entry_hash, hash_of(1).to_hex());
-    assert_eq!(user[0].0, format!("2026-11/{USER_A}"));
-    assert_eq!(user[0].3, patient[0].3);
+    for redundant in ["seq", "occurred_at", "patient"] {
+        assert!(value.get(redundant).is_none(), "{redundant} is in the key");
+    }
+
+    let user = table(&rows, USER_ACCESSES);
+    assert_eq!(user.len(), 1);
+    assert_eq!(
+        (user[0].0.as_str(), user[0].1, user[0].2),
+        (
+            format!("2026-11/{USER_A}").as_str(),
+            1,
+            utc("2026-11-01T00:00:00Z")
+        )
+    );
+    assert_eq!(listed(&rows, &user[0].0), [1]);
 
     let days = table(&rows, DAYS);
     assert_eq!(days.len(), 1);
@@ -230,7 +269,7 @@ fn non_phi_events_count_only_in_the_aggregates() {
     ];
     let (rows, _) = run(&config, &events, &[]);
     assert!(table(&rows, PATIENTS).is_empty());
-    assert!(table(&rows, USERS).is_empty());
+    assert!(table(&rows, USER_ACCESSES).is_empty());
     let t = day_totals(&rows, "2026-11-23");
     assert_eq!(t.events, 6);
     assert_eq!(t.logins, 3, "login (any outcome) and login_failed");
@@ -484,10 +523,10 @@ proptest! {
         let events: Vec<StoredEvent> = gens.iter().map(generated).collect();
         let (once, _) = run(&config, &events, &[]);
         let (cut, _) = run(&config, &events, &cuts);
-        prop_assert_eq!(&cut, &once);
+        prop_assert_eq!(merged(&cut), merged(&once));
         let every: Vec<usize> = (1..events.len()).collect();
         let (each, _) = run(&config, &events, &every);
-        prop_assert_eq!(&each, &once);
+        prop_assert_eq!(merged(&each), merged(&once));
 
         // Every event once in its day's merged totals; every PHI access once in `patient`.
         let cal = SiteCalendar::new(&config);
@@ -512,6 +551,23 @@ proptest! {
         }
         let patients = events.iter().filter(|e| patient_of(e).is_some()).count();
         prop_assert_eq!(table(&once, PATIENTS).len(), patients);
+        // Every PHI access with a user once in the user's `user_access` rows of its month, in
+        // whichever row the cuts put it.
+        let mut by_user: BTreeMap<String, Vec<Seq>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if let (true, Some(u)) = (is_phi_access(e, &config), &e.actor.user_id) {
+                by_user
+                    .entry(access_key(u, Timestamp(e.occurred_at)))
+                    .or_default()
+                    .push(i as Seq + 1);
+            }
+        }
+        for (key, seqs) in &by_user {
+            prop_assert_eq!(&listed(&each, key), seqs);
+            prop_assert_eq!(&listed(&once, key), seqs);
+        }
+        let keys: Vec<String> = table(&merged(&each), USER_ACCESSES).into_iter().map(|r| r.0).collect();
+        prop_assert_eq!(keys, by_user.keys().cloned().collect::<Vec<_>>());
     }
 }
 
