@@ -63,8 +63,10 @@ pub async fn accesses_of_patients(
 
 /// The first `limit` PHI accesses by `user` (a pseudonym) with `occurred_at` in `[from, to)`,
 /// by `(occurred_at, seq)`: per month of the range, oldest first, until `limit`, one key read
-/// of `user_access` and the entries it lists, read from the ledger by `seq` and decoded. A
-/// listed entry that is missing, is not an event, or is not by `user` makes the row corrupt.
+/// of `user_access` and the entries it lists, read from the ledger by `seq` and decoded (all of
+/// the month's: their order by time is only known once read). A listed entry that is missing,
+/// is not an event, or is not by `user` makes the row corrupt; one whose payload was purged
+/// (retention) is left out, as a rebuild would leave it out of every row.
 pub async fn accesses_of_user(
     store: &dyn Store,
     stream: &StreamId,
@@ -91,7 +93,10 @@ pub async fn accesses_of_user(
         for row in rows(store, stream, &range, usize::MAX).await? {
             let value: UserAccesses = parse(&row, "user's accesses")?;
             for seq in value.seqs {
-                let (at, access) = listed_access(store, stream, &row, seq, user).await?;
+                let Some((at, access)) = listed_access(store, stream, &row, seq, user).await?
+                else {
+                    continue;
+                };
                 if from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t) {
                     of_month.push((at, access));
                 }
@@ -106,14 +111,14 @@ pub async fn accesses_of_user(
 }
 
 /// The access of entry `seq`, which `row` (of `user_access`) lists as one by `user`, with its
-/// time.
+/// time; `None` when the entry's payload was purged.
 async fn listed_access(
     store: &dyn Store,
     stream: &StreamId,
     row: &ReadModelRow,
     seq: Seq,
     user: &str,
-) -> Result<(Timestamp, Access), StoreError> {
+) -> Result<Option<(Timestamp, Access)>, StoreError> {
     let what = "user's accesses";
     let entry = store.get(stream, seq).await?.ok_or_else(|| {
         corrupt(
@@ -123,8 +128,9 @@ async fn listed_access(
         )
     })?;
     let event = match entry.decode_payload() {
+        None => return Ok(None),
         Some(Ok(Payload::Event(event))) => event,
-        _ => {
+        Some(_) => {
             return Err(corrupt(
                 row,
                 what,
@@ -139,14 +145,14 @@ async fn listed_access(
             format!("it lists entry {seq}, which is not by its key's user"),
         ));
     }
-    Ok((
+    Ok(Some((
         Timestamp(event.occurred_at),
         Access::of_event(seq, &entry.entry_hash, &event),
-    ))
+    )))
 }
 
-/// The months whose `table` rows (`patient` or `user_access`, keyed by month) may hold an access in
-/// `[from, to)`: the range cut to the table's own oldest and newest row, so an open or a
+/// The months whose `table` rows (`patient` or `user_access`, keyed by month) may hold an
+/// access in `[from, to)`: the range cut to the table's own oldest and newest row, so an open or a
 /// generous bound costs no key reads of months without data.
 async fn months(
     store: &dyn Store,

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use ledger::projection::Runner;
 use ledger::{
-    GroupCommitWriter, IdentifierMode, Ingest, ManualClock, Pseudonymizer, Receipt, RowQuery, Seq,
-    Store, StreamId, SystemClock, Timestamp, WriterConfig,
+    GroupCommitWriter, IdentifierMode, Ingest, ManualClock, Pseudonymizer, ReadModelRow, Receipt,
+    RowChange, RowQuery, Seq, Store, StoreError, StreamId, SystemClock, Timestamp, WriterConfig,
 };
 use phi_access::projection::{
-    PhiAccessProjection, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USER_ACCESSES, USER_DAYS,
+    Month, PhiAccessProjection, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USER_ACCESSES, USER_DAYS,
     USER_DAYS_LATE,
 };
 use phi_access::{read, AnalyticsConfig, SiteCalendar};
@@ -458,6 +458,30 @@ async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
         of_user(utc("2026-02-01T00:00:00Z"), utc("2026-04-01T00:00:00Z"), 10).await,
         seqs[4..],
         "one user's months"
+    );
+
+    // A `user_access` row listing an entry the ledger lacks is corrupt, and the error names it.
+    let saved = store.projection(NAME, s).await.unwrap().expect("projected");
+    let march = Month::of(utc("2026-03-15T08:00:00Z").unwrap());
+    let bad = RowChange::Put(ReadModelRow {
+        table: USER_ACCESSES.to_owned(),
+        key: march.key(&user),
+        ord: 1_000_000,
+        at: march.start(),
+        value: json!({ "seqs": [1_000_000] }).to_string(),
+    });
+    store
+        .commit_projection(NAME, s, Some(saved.seq), &saved, &[bad])
+        .await
+        .unwrap();
+    let err = read::accesses_of_user(store.as_ref(), s, &user, None, None, usize::MAX)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt(_))
+            && err.to_string().contains("user_access")
+            && err.to_string().contains("1000000"),
+        "{err}"
     );
 }
 
