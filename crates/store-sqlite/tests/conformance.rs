@@ -231,48 +231,77 @@ async fn reopening_keeps_the_ledger_and_refuses_a_newer_schema() {
     assert!(err.contains("99") || err.contains("migrat"), "{err}");
 }
 
+/// The ledger's migrations up to schema `upto`, as the builds of those schemas shipped them.
+fn ledger_migrations(upto: usize) -> Vec<refinery::Migration> {
+    let all = [
+        (
+            "V1__entries",
+            include_str!("../../../migrations/sqlite/V1__entries.sql"),
+        ),
+        (
+            "V2__projections",
+            include_str!("../../../migrations/sqlite/V2__projections.sql"),
+        ),
+        (
+            "V3__purge",
+            include_str!("../../../migrations/sqlite/V3__purge.sql"),
+        ),
+    ];
+    all[..upto]
+        .iter()
+        .map(|(name, sql)| refinery::Migration::unapplied(name, sql).unwrap())
+        .collect()
+}
+
+/// A data directory whose ledger file a build of schema `schema` created (its migrations run by
+/// refinery as `open` runs them) holding `n` events (copied from a ledger this build wrote: the
+/// store cannot write an older file). `extra_sql` then runs on the file.
+async fn older_ledger(schema: usize, n: usize, extra_sql: &str) -> tempfile::TempDir {
+    let source = fresh_dir();
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(source.path()).unwrap());
+        store_conformance::fill(store, &StreamId::default(), n, 7).await;
+    }
+    let dir = fresh_dir();
+    let mut conn = Connection::open(dir.path().join(store_sqlite::DB_FILE)).unwrap();
+    refinery::Runner::new(&ledger_migrations(schema))
+        .run(&mut conn)
+        .unwrap();
+    conn.execute(
+        "ATTACH DATABASE ?1 AS source",
+        [source.path().join(store_sqlite::DB_FILE).to_str().unwrap()],
+    )
+    .unwrap();
+    conn.execute_batch(
+        "INSERT INTO entries SELECT * FROM source.entries ORDER BY stream, seq;
+         INSERT INTO merkle_nodes SELECT * FROM source.merkle_nodes;
+         DETACH DATABASE source;",
+    )
+    .unwrap();
+    conn.execute_batch(extra_sql).unwrap();
+    dir
+}
+
+/// How many of the read-model tables the ledger file at `path` has.
+fn read_model_tables_in(path: &std::path::Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('read_model_rows', 'projection_positions')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// A ledger file a version-1 build created and filled: opening it applies versions 2 to 4, and
 /// the ledger then verifies, appends and runs projections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_ledger_is_upgraded_on_open() {
-    // A ledger to copy entries from (the store cannot write a version-1 file).
-    let source = fresh_dir();
     let stream = StreamId::default();
-    {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(source.path()).unwrap());
-        store_conformance::fill(store, &stream, 100, 7).await;
-    }
-    // What a version-1 build leaves: its one migration, run by refinery as `open` runs it.
-    let dir = fresh_dir();
+    let dir = older_ledger(1, 100, "").await;
     let path = dir.path().join(store_sqlite::DB_FILE);
-    {
-        let mut conn = Connection::open(&path).unwrap();
-        let v1 = refinery::Migration::unapplied(
-            "V1__entries",
-            include_str!("../../../migrations/sqlite/V1__entries.sql"),
-        )
-        .unwrap();
-        refinery::Runner::new(&[v1]).run(&mut conn).unwrap();
-        conn.execute(
-            "ATTACH DATABASE ?1 AS source",
-            [source.path().join(store_sqlite::DB_FILE).to_str().unwrap()],
-        )
-        .unwrap();
-        conn.execute_batch(
-            "INSERT INTO entries SELECT * FROM source.entries ORDER BY stream, seq;
-             INSERT INTO merkle_nodes SELECT * FROM source.merkle_nodes;
-             DETACH DATABASE source;",
-        )
-        .unwrap();
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name IN ('read_model_rows', 'projection_positions')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(tables, 0, "a version-1 file");
-    }
+    assert_eq!(read_model_tables_in(&path), 0, "a version-1 file");
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("upgraded"));
     let versions: Vec<i32> = {
@@ -371,57 +400,23 @@ async fn appends_and_projection_commits_do_not_wait_for_each_other() {
 /// entries are untouched and verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_3_ledger_leaves_its_read_models_behind() {
-    let source = fresh_dir();
     let stream = StreamId::default();
-    {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(source.path()).unwrap());
-        store_conformance::fill(store, &stream, 40, 7).await;
-    }
-    let dir = fresh_dir();
+    let dir = older_ledger(
+        3,
+        40,
+        "INSERT INTO projection_positions VALUES ('p', 'default', 40, zeroblob(32), x'', 0);
+         INSERT INTO read_model_rows VALUES ('p', 'default', 't', 'k', 0, 0, '{}');",
+    )
+    .await;
     let path = dir.path().join(store_sqlite::DB_FILE);
-    {
-        let mut conn = Connection::open(&path).unwrap();
-        let migration = |name: &str, sql: &str| refinery::Migration::unapplied(name, sql).unwrap();
-        let upto3 = [
-            migration(
-                "V1__entries",
-                include_str!("../../../migrations/sqlite/V1__entries.sql"),
-            ),
-            migration(
-                "V2__projections",
-                include_str!("../../../migrations/sqlite/V2__projections.sql"),
-            ),
-            migration(
-                "V3__purge",
-                include_str!("../../../migrations/sqlite/V3__purge.sql"),
-            ),
-        ];
-        refinery::Runner::new(&upto3).run(&mut conn).unwrap();
-        conn.execute(
-            "ATTACH DATABASE ?1 AS source",
-            [source.path().join(store_sqlite::DB_FILE).to_str().unwrap()],
-        )
-        .unwrap();
-        conn.execute_batch(
-            "INSERT INTO entries SELECT * FROM source.entries ORDER BY stream, seq;
-             INSERT INTO merkle_nodes SELECT * FROM source.merkle_nodes;
-             DETACH DATABASE source;
-             INSERT INTO projection_positions VALUES ('p', 'default', 40, zeroblob(32), x'', 0);
-             INSERT INTO read_model_rows VALUES ('p', 'default', 't', 'k', 0, 0, '{}');",
-        )
-        .unwrap();
-    }
+    assert_eq!(read_model_tables_in(&path), 2, "a version-3 file");
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("upgraded"));
-    let left: i64 = Connection::open(&path)
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('read_model_rows', 'projection_positions')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(left, 0, "the ledger file no longer holds read models");
+    assert_eq!(
+        read_model_tables_in(&path),
+        0,
+        "the ledger file no longer holds read models"
+    );
     assert_eq!(store.projection("p", &stream).await.unwrap(), None);
     let report = ledger::verify::verify_store(
         store.as_ref(),
