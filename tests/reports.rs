@@ -509,3 +509,49 @@ fn the_compliance_report_shows_retention_checks_and_holds() {
     let again: Value = serde_json::from_str(&report("json")).unwrap();
     assert_eq!(&again["retention"], section);
 }
+
+/// The phi-access rows depend on the configuration: after a change to what they depend on, the
+/// projection and the reports refuse the old rows until a rebuild; a change of a report-time
+/// threshold does not.
+#[test]
+fn a_changed_configuration_of_the_rows_requires_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&run(dir, &["init"], None));
+    let events: Vec<Value> = (0..5).map(|k| read(0, k, STEADY, TARGET)).collect();
+    ok(&run(dir, &["append"], Some(&jsonl(&events))));
+    ok(&run(dir, &["checkpoint"], None));
+    ok(&run(dir, &["project", "phi-access"], None));
+    let hipaa = [
+        "report",
+        "hipaa",
+        "--format",
+        "json",
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-11-01",
+    ];
+
+    std::fs::write(dir.join("phi-access.toml"), "[unusual]\nsigma = 4.0\n").unwrap();
+    ok(&run(dir, &hipaa, None));
+
+    std::fs::write(dir.join("phi-access.toml"), "late_days = 5\n").unwrap();
+    for args in [&["project", "phi-access"][..], &hipaa[..]] {
+        let out = run(dir, args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("another phi-access configuration")
+                && err.contains("auditledger project phi-access --rebuild"),
+            "{err}"
+        );
+    }
+    ok(&run(dir, &["project", "phi-access", "--rebuild"], None));
+    let report: Value = serde_json::from_str(&ok(&run(dir, &hipaa, None))).unwrap();
+    assert_eq!(
+        report["phi_access"]["total"],
+        json!(5),
+        "rebuilt under the new configuration"
+    );
+}

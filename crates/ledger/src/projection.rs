@@ -115,8 +115,9 @@ pub enum ProjectionError {
         problem: Problem,
         detail: String,
     },
-    /// The saved state can't be read by this version.
-    #[error("the saved state of projection {name} is unreadable: {detail} (rebuild it: `auditledger project {name} --rebuild`)")]
+    /// The saved state cannot be resumed: another format version, or saved under another
+    /// configuration of the rows.
+    #[error("the saved state of projection {name} cannot be resumed: {detail} (rebuild it: `auditledger project {name} --rebuild`)")]
     BadState { name: String, detail: String },
     /// Another runner of the same projection committed first; reopen to continue from there.
     #[error("another runner of projection {0} moved its position; reopen to continue")]

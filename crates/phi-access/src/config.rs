@@ -162,6 +162,33 @@ impl Default for AnalyticsConfig {
 }
 
 impl AnalyticsConfig {
+    /// A digest of what the projection's rows depend on: the clinical resource types, the
+    /// export and change actions (each compared without regard to case or order, as the
+    /// projection compares them), `late_days` and the site calendar. Not the `[unusual]`
+    /// thresholds, which apply when reports are read. The projection saves it with its state
+    /// and refuses to resume under another, so old and new rows never mix definitions.
+    pub fn rows_fingerprint(&self) -> [u8; 32] {
+        let set = |list: &[String]| {
+            let mut v: Vec<String> = list.iter().map(|s| s.to_ascii_lowercase()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let site = &self.site;
+        let described = serde_json::json!([
+            "phi-access rows v1",
+            set(&self.clinical_resource_types),
+            set(&self.export_actions),
+            set(&self.change_actions),
+            self.late_days,
+            site.timezone,
+            site.start_hour,
+            site.end_hour,
+            site.weekdays_only,
+        ]);
+        *blake3::hash(described.to_string().as_bytes()).as_bytes()
+    }
+
     /// Parses and validates a TOML document.
     pub fn from_toml(text: &str) -> Result<AnalyticsConfig, ConfigError> {
         let config: AnalyticsConfig = toml::from_str(text)?;

@@ -47,8 +47,8 @@
 //! in the aggregates, the ledger's own entries (e.g. `security_event`, by source
 //! `auditledger-security`) included; the genesis entry and purged payloads count nowhere. The
 //! rows depend on the configuration (clinical types, export and change actions, site calendar,
-//! `late_days`): after changing it, rebuild the projection, or old and new rows mix
-//! definitions.
+//! `late_days`): the state carries its fingerprint, and a runner opened under another is
+//! refused with a message to rebuild, so old and new rows never mix definitions.
 //!
 //! Cost: a PHI access with a patient writes one row as it is applied (`patient`, holding only
 //! what its key, `ord` and `at` do not: [`PatientAccess`]); a change one; a late event one or
@@ -126,12 +126,12 @@ pub const DAYS_LATE: &str = "day_late";
 pub const USER_DAYS_LATE: &str = "user_day_late";
 pub const CHANGES: &str = "change";
 
-/// The format of the saved state; a state of another version is refused (rebuild). The state's
-/// shape did not change in versions 2 and 3, but the rows it goes with did, and a read model
-/// of an older version must be rebuilt: version 2 keyed the `patient` and `user` rows by month
-/// and pseudonym ([`access_key`]) where version 1 keyed them by the pseudonym alone; version 3
-/// keeps the lean [`PatientAccess`] in `patient` rows and replaces `user` rows with `user_access`
-/// rows.
+/// The format of the saved state; a state of another version is refused (rebuild), and so is
+/// one saved under another configuration of the rows ([`AnalyticsConfig::rows_fingerprint`]).
+/// Version 2 keyed the `patient` and `user` rows by month and pseudonym ([`access_key`]) where
+/// version 1 keyed them by the pseudonym alone; version 3 keeps the lean [`PatientAccess`] in
+/// `patient` rows, replaces `user` rows with `user_access` rows, and saves the configuration's
+/// fingerprint.
 ///
 /// [`PatientAccess`]: crate::model::PatientAccess
 pub const STATE_VERSION: u32 = 3;
@@ -475,6 +475,14 @@ impl Projection for PhiAccessProjection {
 
     fn restore(&mut self, state: &[u8]) -> Result<(), String> {
         let state: State = ledger::projection::decode_state(NAME, STATE_VERSION, state)?;
+        if state.config[..] != self.config.rows_fingerprint() {
+            return Err(
+                "it was saved under another phi-access configuration (clinical_resource_types, \
+                 export_actions, change_actions, late_days or [site] changed since), and rows of \
+                 both would mix definitions"
+                    .to_owned(),
+            );
+        }
         self.newest_day = state.newest_day;
         self.user_accesses.clear();
         self.days = state
@@ -501,6 +509,7 @@ impl Projection for PhiAccessProjection {
 
     fn snapshot(&self) -> Vec<u8> {
         let state = State {
+            config: self.config.rows_fingerprint().to_vec(),
             newest_day: self.newest_day,
             days: self
                 .days
@@ -623,6 +632,9 @@ impl Projection for PhiAccessProjection {
 /// field names: an open user-day costs its pseudonym, a few integers and 8 bytes a patient.
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
+    /// [`AnalyticsConfig::rows_fingerprint`] of the configuration the rows were made under.
+    #[serde(with = "serde_bytes")]
+    config: Vec<u8>,
     newest_day: Option<i64>,
     /// Ascending by day number.
     days: Vec<DayState>,

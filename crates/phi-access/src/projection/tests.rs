@@ -417,6 +417,7 @@ fn a_state_of_another_version_or_shape_is_refused() {
         &(
             STATE_VERSION + 1,
             &State {
+                config: AnalyticsConfig::default().rows_fingerprint().to_vec(),
                 newest_day: None,
                 days: vec![],
             },
@@ -430,6 +431,40 @@ fn a_state_of_another_version_or_shape_is_refused() {
     let mut bad = Vec::new();
     ciborium::into_writer(&(STATE_VERSION, "not a state"), &mut bad).unwrap();
     assert!(p.restore(&bad).is_err());
+}
+
+#[test]
+fn a_state_saved_under_another_configuration_of_the_rows_is_refused() {
+    let config = AnalyticsConfig::default();
+    let (_, state) = run(
+        &config,
+        &[event(MONDAY_10AM, "read", Some(USER_A), Some(PATIENT_1))],
+        &[],
+    );
+    let resume = |c: AnalyticsConfig| PhiAccessProjection::new(c).restore(&state);
+    resume(config.clone()).unwrap();
+    // What is read at report time, and what the projection compares without case or order,
+    // changes nothing.
+    let mut same = config.clone();
+    same.unusual.sigma = 5.0;
+    same.export_actions.reverse();
+    same.change_actions[0] = same.change_actions[0].to_uppercase();
+    resume(same).unwrap();
+    // What the rows depend on does.
+    let mut changes: Vec<AnalyticsConfig> = vec![config.clone(); 6];
+    changes[0].clinical_resource_types.pop();
+    changes[1].export_actions.push("print".into());
+    changes[2].change_actions.clear();
+    changes[3].late_days = 7;
+    changes[4].site.timezone = "Europe/Paris".into();
+    changes[5].site.weekdays_only = false;
+    for (i, c) in changes.into_iter().enumerate() {
+        let err = resume(c).unwrap_err();
+        assert!(
+            err.contains("another phi-access configuration"),
+            "{i}: {err}"
+        );
+    }
 }
 
 #[test]
