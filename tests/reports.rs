@@ -537,8 +537,22 @@ fn a_changed_configuration_of_the_rows_requires_a_rebuild() {
     ok(&run(dir, &hipaa, None));
 
     std::fs::write(dir.join("phi-access.toml"), "late_days = 5\n").unwrap();
-    for args in [&["project", "phi-access"][..], &hipaa[..]] {
-        let out = run(dir, args, None);
+    let entries = |dir: &Path| ok(&run(dir, &["tail", "-n", "1000"], None)).lines().count();
+    let before = entries(dir);
+    let disclosures = [
+        "report",
+        "disclosures",
+        "--patient",
+        "-",
+        "--format",
+        "json",
+    ];
+    for (args, stdin) in [
+        (&["project", "phi-access"][..], None),
+        (&hipaa[..], None),
+        (&disclosures[..], Some(TARGET)),
+    ] {
+        let out = run(dir, args, stdin);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -547,6 +561,11 @@ fn a_changed_configuration_of_the_rows_requires_a_rebuild() {
             "{err}"
         );
     }
+    assert_eq!(
+        entries(dir),
+        before,
+        "a refused disclosures request is not recorded as answered"
+    );
     ok(&run(dir, &["project", "phi-access", "--rebuild"], None));
     let report: Value = serde_json::from_str(&ok(&run(dir, &hipaa, None))).unwrap();
     assert_eq!(

@@ -198,15 +198,23 @@ fn read_patient(arg: String) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// Brings the phi-access projection up to the head (it appends nothing, so any writer does).
-async fn catch_up(recorder: &Recorder, config: &AnalyticsConfig, show: bool) -> anyhow::Result<()> {
-    let mut runner = Runner::open(
+/// Opens the phi-access projection at its saved position (it appends nothing, so any writer
+/// does).
+async fn open_phi(
+    recorder: &Recorder,
+    config: &AnalyticsConfig,
+) -> anyhow::Result<Runner<PhiAccessProjection>> {
+    Runner::open(
         recorder.store(),
         recorder.writer().clone(),
         PhiAccessProjection::new(config.clone()),
     )
     .await
-    .context("cannot open the phi-access projection")?;
+    .context("cannot open the phi-access projection")
+}
+
+/// Brings the phi-access projection (opened by [`open_phi`]) up to the head.
+async fn catch_up(mut runner: Runner<PhiAccessProjection>, show: bool) -> anyhow::Result<()> {
     let bar = progress_bar(show, None, "projecting phi-access");
     let b = bar.clone();
     let done = runner
@@ -299,6 +307,13 @@ async fn disclosures(
         to,
         verify_range,
     };
+    // Opened first: a projection that cannot be resumed (another configuration, another
+    // format) fails the request before anything is recorded.
+    let runner = if common.no_catch_up {
+        None
+    } else {
+        Some(open_phi(&recorder, &config).await?)
+    };
     // Asking is itself an audit-log read, recorded before anything is shown.
     let receipt = recorder
         .record_body(&reports::disclosure_request_event(
@@ -306,13 +321,8 @@ async fn disclosures(
             &q,
         ))
         .await?;
-    if !common.no_catch_up {
-        catch_up(
-            &recorder,
-            &config,
-            format == Format::Text || common.out.is_some(),
-        )
-        .await?;
+    if let Some(runner) = runner {
+        catch_up(runner, format == Format::Text || common.out.is_some()).await?;
     }
     let store = recorder.store();
     let src = Sources {
@@ -358,7 +368,7 @@ async fn hipaa(
     let store = ctx.open_existing().await?;
     if !common.no_catch_up {
         let recorder = Recorder::open(ctx).await?;
-        catch_up(&recorder, &config, true).await?;
+        catch_up(open_phi(&recorder, &config).await?, true).await?;
         catch_up_retention(&recorder, retention).await?;
         recorder.close().await?;
     }
