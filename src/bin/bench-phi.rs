@@ -2,8 +2,9 @@
 //!
 //! 1. Fill: `--events` (default 10 million) synthetic events spread over six years (staff of
 //!    500 reading the charts of 200 000 patients; logins, failed logins, exports, role
-//!    changes), appended through the group-commit writer of the embedded store in large
-//!    requests: the store's peak append rate on this machine.
+//!    changes), appended through the group-commit writer of the embedded store (or, with
+//!    `--database-url`, of PostgreSQL in a fresh schema) in large requests: the store's peak
+//!    append rate on this machine.
 //! 2. Projection: the phi-access projection catches up from the first entry, in entries/s,
 //!    beside the peak append rate (it must keep up).
 //! 3. Reports, each beside a full scan of the same data in the same run:
@@ -28,6 +29,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use auditledger::bench::{closed_loop_appends, follow_under_load, machine};
 use auditledger::reports::{self, DisclosureQuery, Sources};
 use chrono::{Datelike, NaiveDate};
@@ -44,6 +47,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde_json::{json, Value};
+use store_postgres::{PostgresStore, SchemaName};
 use store_sqlite::SqliteStore;
 
 #[derive(Parser)]
@@ -65,6 +69,13 @@ struct Args {
     /// Closed-loop appenders in the live scenario.
     #[arg(long, default_value_t = 64)]
     appenders: usize,
+    /// Run on PostgreSQL instead of the embedded store (a fresh schema, dropped at the end;
+    /// e.g. postgres://postgres@127.0.0.1:5432/test).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Keep the PostgreSQL schema instead of dropping it.
+    #[arg(long)]
+    keep_schema: bool,
 }
 
 const USERS: u64 = 500;
@@ -141,10 +152,42 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
-    let store: Arc<dyn Store> = {
-        let dir = dir.clone();
-        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&dir)).await??)
-    };
+    match args.database_url.clone() {
+        None => {
+            let store: Arc<dyn Store> =
+                Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&dir)).await??);
+            run(&args, store, "the embedded store").await
+        }
+        Some(url) => {
+            let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot reach PostgreSQL at {}",
+                        store_postgres::describe_url(&url)
+                    )
+                })?;
+            tokio::spawn(connection);
+            let schema = SchemaName::new(&format!("bench_phi_{}", std::process::id()))?;
+            store_postgres::migrate(&url, &schema).await?;
+            let outcome = async {
+                let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, &schema).await?);
+                run(&args, store, "PostgreSQL").await
+            }
+            .await;
+            if args.keep_schema {
+                println!("kept schema {schema}");
+            } else {
+                db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .await?;
+            }
+            outcome
+        }
+    }
+}
+
+/// The four steps on `store` (`which` names it in the output).
+async fn run(args: &Args, store: Arc<dyn Store>, which: &str) -> anyhow::Result<()> {
     let stream = StreamId::default();
     let pseudonymizer = Pseudonymizer::new(PseudonymKey::from_bytes([7; 32]));
     let signer = NoteSigner::new(&checkpoint::default_origin(&stream), &[9; 32])?;
@@ -188,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let rate = (args.events - have) as f64 / secs(started.elapsed());
         println!(
-            "fill: {} events over six years through the group-commit writer (requests of {CHUNK}): {rate:.0} events/s (the embedded store's peak append rate here, preparing included)",
+            "fill: {} events over six years through the group-commit writer (requests of {CHUNK}): {rate:.0} events/s ({which}'s peak append rate here, preparing included)",
             args.events - have
         );
         let cp = checkpoint::at_head(store.as_ref(), &stream, signer.name())
@@ -333,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         drop(runner);
-        lag.print("the embedded store, phi-access following");
+        lag.print(&format!("{which}, phi-access following"));
         println!(
             "  appends with the projection following: {:.2}x the rate without it",
             lag.append_rate() / alone.per_sec.max(1.0)

@@ -184,7 +184,13 @@ struct Sql {
     delete_rows: String,
     reset_position: String,
     reset_rows: String,
+    rows_never_analyzed: String,
+    analyze_rows: String,
 }
+
+/// A commit of at least this many row changes checks that `read_model_rows` has planner
+/// statistics (see [`PostgresStore::commit_projection`]).
+const ANALYZE_AFTER_CHANGES: usize = 10_000;
 
 impl Sql {
     fn new(s: &SchemaName) -> Sql {
@@ -247,6 +253,10 @@ impl Sql {
             ),
             reset_position: format!("DELETE FROM {s}.projection_positions WHERE projection = $1 AND stream = $2"),
             reset_rows: format!("DELETE FROM {s}.read_model_rows WHERE projection = $1 AND stream = $2"),
+            rows_never_analyzed: format!(
+                "SELECT COALESCE(last_analyze, last_autoanalyze) IS NULL FROM pg_stat_user_tables WHERE relid = '{s}.read_model_rows'::regclass"
+            ),
+            analyze_rows: format!("ANALYZE {s}.read_model_rows"),
         }
     }
 }
@@ -337,6 +347,36 @@ fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
 }
 
 impl PostgresStore {
+    /// Gives `read_model_rows` planner statistics once, after a large commit, when it has none.
+    ///
+    /// Without statistics PostgreSQL rates a key read ("one patient's month": `key = $4`, a
+    /// range of `at`) the same through either index, and may walk the by-time index over the
+    /// whole range, checking the key of every entry: measured with `scripts/bench-phi
+    /// --database-url` at 1 M entries, the disclosures report took 31 s instead of
+    /// milliseconds. autovacuum analyzes the table in time on a default server, but not where
+    /// it is off (as on the machine of that run). A role that may not analyze the table (the
+    /// writer) gets a warning from the server, not an error, and the check is repeated by the
+    /// next large commit. Best effort: a failure here never fails the commit that preceded it.
+    async fn analyze_rows_if_never(&self, client: &deadpool_postgres::Client) {
+        let never: Result<bool, tokio_postgres::Error> = async {
+            let stmt = client.prepare_cached(&self.sql.rows_never_analyzed).await?;
+            Ok(client
+                .query_opt(&stmt, &[])
+                .await?
+                .is_some_and(|r| r.get::<_, bool>(0)))
+        }
+        .await;
+        match never {
+            Ok(true) => {
+                if let Err(e) = client.batch_execute(&self.sql.analyze_rows).await {
+                    tracing::warn!(error = %e, "cannot analyze read_model_rows");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the statistics of read_model_rows"),
+        }
+    }
+
     /// Connects to the ledger in `schema` with default options. Refuses a schema that was
     /// never migrated, or whose version is older or newer than this build's.
     pub async fn connect(url: &str, schema: &SchemaName) -> Result<PostgresStore, PostgresError> {
@@ -1025,7 +1065,11 @@ impl Store for PostgresStore {
         }
         apply_changes(&tx, &self.sql, name, stream, changes).await?;
         // An error before this point drops `tx`, which rolls back: all or nothing.
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        if changes.len() >= ANALYZE_AFTER_CHANGES {
+            self.analyze_rows_if_never(&client).await;
+        }
+        Ok(())
     }
 
     async fn reset_projection(&self, name: &str, stream: &StreamId) -> Result<(), StoreError> {
