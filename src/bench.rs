@@ -321,3 +321,46 @@ pub fn synthetic_rows(n: usize, stream: &StreamId) -> anyhow::Result<SyntheticRo
         mean_payload,
     })
 }
+
+/// A fresh PostgreSQL schema for one benchmark run (`<prefix>_<process id>`), migrated when
+/// created and dropped by [`BenchSchema::finish`] unless kept.
+pub struct BenchSchema {
+    url: String,
+    pub name: store_postgres::SchemaName,
+}
+
+impl BenchSchema {
+    pub async fn create(url: &str, prefix: &str) -> anyhow::Result<BenchSchema> {
+        use anyhow::Context as _;
+        let name = store_postgres::SchemaName::new(&format!("{prefix}_{}", std::process::id()))?;
+        store_postgres::migrate(url, &name)
+            .await
+            .with_context(|| format!("cannot prepare {}", store_postgres::describe_url(url)))?;
+        Ok(BenchSchema {
+            url: url.to_owned(),
+            name,
+        })
+    }
+
+    /// A store on the schema.
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(Arc::new(
+            store_postgres::PostgresStore::connect(&self.url, &self.name).await?,
+        ))
+    }
+
+    /// Drops the schema, or says it was kept.
+    pub async fn finish(self, keep: bool) -> anyhow::Result<()> {
+        if keep {
+            println!("kept schema {}", self.name);
+            return Ok(());
+        }
+        let (client, connection) =
+            tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await?;
+        Ok(())
+    }
+}

@@ -29,9 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
-use auditledger::bench::{closed_loop_appends, follow_under_load, machine};
+use auditledger::bench::{closed_loop_appends, follow_under_load, machine, BenchSchema};
 use auditledger::reports::{self, DisclosureQuery, Sources};
 use chrono::{Datelike, NaiveDate};
 use clap::Parser;
@@ -47,7 +45,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use store_postgres::{PostgresStore, SchemaName};
 use store_sqlite::SqliteStore;
 
 #[derive(Parser)]
@@ -159,28 +156,12 @@ async fn main() -> anyhow::Result<()> {
             run(&args, store, "the embedded store").await
         }
         Some(url) => {
-            let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot reach PostgreSQL at {}",
-                        store_postgres::describe_url(&url)
-                    )
-                })?;
-            tokio::spawn(connection);
-            let schema = SchemaName::new(&format!("bench_phi_{}", std::process::id()))?;
-            store_postgres::migrate(&url, &schema).await?;
-            let outcome = async {
-                let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, &schema).await?);
-                run(&args, store, "PostgreSQL").await
-            }
-            .await;
-            if args.keep_schema {
-                println!("kept schema {schema}");
-            } else {
-                db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .await?;
-            }
+            let schema = BenchSchema::create(&url, "bench_phi").await?;
+            let outcome = match schema.store().await {
+                Ok(store) => run(&args, store, "PostgreSQL").await,
+                Err(e) => Err(e),
+            };
+            schema.finish(args.keep_schema).await?;
             outcome
         }
     }

@@ -28,8 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use auditledger::bench::machine;
+use auditledger::bench::{machine, BenchSchema};
 use clap::Parser;
 use ledger::checkpoint::{self, NoteSigner};
 use ledger::event::ParseOptions;
@@ -44,7 +43,6 @@ use rayon::prelude::*;
 use retention::ops::{self, HoldTarget, Session};
 use retention::RetentionConfig;
 use serde_json::{json, Value};
-use store_postgres::{PostgresStore, SchemaName};
 use store_sqlite::SqliteStore;
 
 #[derive(Parser)]
@@ -250,28 +248,12 @@ async fn main() -> anyhow::Result<()> {
             run(&args, store, &dir, Some(&dir)).await?
         }
         Some(url) => {
-            let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot reach PostgreSQL at {}",
-                        store_postgres::describe_url(&url)
-                    )
-                })?;
-            tokio::spawn(connection);
-            let schema = SchemaName::new(&format!("bench_retention_{}", std::process::id()))?;
-            store_postgres::migrate(&url, &schema).await?;
-            let outcome = async {
-                let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, &schema).await?);
-                run(&args, store, &dir, None).await
-            }
-            .await;
-            if args.keep_schema {
-                println!("kept schema {schema}");
-            } else {
-                db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .await?;
-            }
+            let schema = BenchSchema::create(&url, "bench_retention").await?;
+            let outcome = match schema.store().await {
+                Ok(store) => run(&args, store, &dir, None).await,
+                Err(e) => Err(e),
+            };
+            schema.finish(args.keep_schema).await?;
             outcome?
         }
     };

@@ -20,14 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context as _;
-use auditledger::bench::{follow_under_load, machine, synthetic_rows, SyntheticRows};
+use auditledger::bench::{follow_under_load, machine, synthetic_rows, BenchSchema, SyntheticRows};
 use clap::Parser;
 use ledger::payload::{Payload, StoredEvent};
 use ledger::projection::{Effects, Projection, Runner, VerifiedEntry};
 use ledger::{Digest, GroupCommitWriter, Store, StreamId, SystemClock, Timestamp, WriterConfig};
 use security::{Detector, Observation, RulesConfig, SecurityProjection};
-use store_postgres::{PostgresStore, SchemaName};
 
 #[derive(Parser)]
 #[command(about = "Benchmark the security projection: rule evaluation and lag behind appends.")]
@@ -195,18 +193,12 @@ async fn lag_embedded(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn lag_postgres(args: &Args) -> anyhow::Result<()> {
-    let url = &args.database_url;
-    let schema = SchemaName::new(&format!("bench_security_{}", std::process::id()))?;
-    store_postgres::migrate(url, &schema)
-        .await
-        .with_context(|| format!("cannot prepare {}", store_postgres::describe_url(url)))?;
-    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(url, &schema).await?);
-    let outcome = lag(args, store, "PostgreSQL").await;
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await?;
+    let schema = BenchSchema::create(&args.database_url, "bench_security").await?;
+    let outcome = match schema.store().await {
+        Ok(store) => lag(args, store, "PostgreSQL").await,
+        Err(e) => Err(e),
+    };
+    schema.finish(false).await?;
     outcome
 }
 
