@@ -291,3 +291,30 @@ fn a_writer_killed_mid_stream_loses_no_acknowledged_event() {
     );
     assert!(ledger.verify()["ok"].as_bool().unwrap());
 }
+
+/// `init` against a schema that was never migrated fails, says to migrate, and writes no key
+/// file: nothing is left half set up.
+#[test]
+fn init_before_migrate_fails_without_writing_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let schema = format!("t_e2e_unmigrated_{}", std::process::id());
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--database-schema", &schema, "init"])
+        .env("DATABASE_URL", database_url())
+        .env_remove("AUDITLEDGER_PSEUDONYM_KEY")
+        .env_remove("AUDITLEDGER_SIGNING_KEY")
+        .env_remove("AUDITLEDGER_DATABASE_SCHEMA")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("migrate"), "{err}");
+    assert!(
+        !data.path().join("keys").exists(),
+        "no key file is written: {err}"
+    );
+}

@@ -14,6 +14,13 @@ use crate::EXIT_OK;
 
 pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     let dir = &ctx.global.data_dir;
+    // PostgreSQL first: a server that cannot be reached, or a schema not migrated yet, fails
+    // `init` before it writes any key file. (The embedded store is created below, once the
+    // keys are known to be valid.)
+    let postgres = match ctx.global.database_url {
+        Some(_) => Some(ctx.open_store().await?),
+        None => None,
+    };
     let key_path = pseudonym_key_path(dir);
     if std::env::var_os(PSEUDONYM_KEY_ENV).is_some() {
         eprintln!("pseudonymization key: from {PSEUDONYM_KEY_ENV} (no key file written)");
@@ -47,7 +54,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     // Validates the keys (environment or file) before any entry is written.
     ctx.pseudonymizer()?;
     crate::keys::load_signing_seed(dir)?;
-    let store = ctx.open_store().await?;
+    let store = match postgres {
+        Some(store) => store,
+        None => ctx.open_store().await?,
+    };
     let (head, alg) = open_stream(store.as_ref(), &ctx.stream, &SystemClock).await?;
     let _: Arc<_> = store.clone();
     println!(
