@@ -282,6 +282,16 @@ async fn older_ledger(schema: usize, n: usize, extra_sql: &str) -> tempfile::Tem
     dir
 }
 
+/// Verifies `stream` whole, requires it to pass, and gives the number of entries verified.
+async fn verified_entries(store: &dyn Store, stream: &StreamId) -> u64 {
+    let report =
+        ledger::verify::verify_store(store, stream, &ledger::VerifyOptions::default(), |_| {})
+            .await
+            .unwrap();
+    assert!(report.ok, "{report:?}");
+    report.entries
+}
+
 /// How many of the read-model tables the ledger file at `path` has.
 fn read_model_tables_in(path: &std::path::Path) -> i64 {
     Connection::open(path)
@@ -313,16 +323,7 @@ async fn a_version_1_ledger_is_upgraded_on_open() {
         v.collect::<Result<_, _>>().unwrap()
     };
     assert_eq!(versions, [1, 2, 3, store_sqlite::SCHEMA_VERSION]);
-    let report = ledger::verify::verify_store(
-        store.as_ref(),
-        &stream,
-        &ledger::VerifyOptions::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(report.entries, 101);
+    assert_eq!(verified_entries(store.as_ref(), &stream).await, 101);
     store_conformance::projection::run_all(store.clone()).await;
     store_conformance::fill(store.clone(), &stream, 3, 3).await;
     assert_eq!(store.head(&stream).await.unwrap().unwrap().seq, 103);
@@ -418,15 +419,6 @@ async fn a_version_3_ledger_leaves_its_read_models_behind() {
         "the ledger file no longer holds read models"
     );
     assert_eq!(store.projection("p", &stream).await.unwrap(), None);
-    let report = ledger::verify::verify_store(
-        store.as_ref(),
-        &stream,
-        &ledger::VerifyOptions::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(report.entries, 41);
+    assert_eq!(verified_entries(store.as_ref(), &stream).await, 41);
     store_conformance::projection::run_all(store).await;
 }
