@@ -13,7 +13,7 @@
 //!   and, for planning, 64 appenders that each keep 8 events in flight (512 outstanding
 //!   requests): what batches larger than the number of callers give;
 //! - verify: entries/s of `verify_store` beside a raw binary `COPY ... TO STDOUT` of the same
-//!   rows.
+//!   rows, in the same order by the same plan (the primary key, no sort).
 //!
 //! Run with `scripts/bench-postgres` (release build). DATABASE_URL as for the tests.
 
@@ -235,12 +235,16 @@ async fn raw_read(
         "COPY (SELECT {ENTRY_COLUMNS} FROM {schema}.entries WHERE stream = '{stream}' ORDER BY seq) TO STDOUT (FORMAT binary)"
     );
     let start = Instant::now();
+    // The plan verify's scan runs (the primary key in order, no sort; see the store's scan).
+    db.batch_execute("BEGIN READ ONLY; SET LOCAL enable_sort = off")
+        .await?;
     let copy = db.copy_out(sql.as_str()).await?;
     futures::pin_mut!(copy);
     let mut bytes = 0usize;
     while let Some(chunk) = copy.next().await {
         bytes += chunk?.len();
     }
+    db.batch_execute("COMMIT").await?;
     anyhow::ensure!(bytes > 0, "the raw read returned nothing");
     Ok(total / start.elapsed().as_secs_f64())
 }

@@ -103,7 +103,10 @@ pub trait Store: Send + Sync + 'static {
     /// One entry.
     async fn get(&self, stream: &StreamId, seq: Seq) -> Result<Option<Entry>, StoreError>;
 
-    /// Up to `limit` entries from `from` on, in `seq` order.
+    /// The entries numbered `from` to `from + limit - 1` (so at most `limit`), in `seq`
+    /// order: all of them unless the ledger lost some, a gap its readers detect by the `seq`s.
+    /// A range, not "the next `limit` from `from`", so that every store answers it by one
+    /// range read of its primary key (see the PostgreSQL store's `read`).
     async fn read(
         &self,
         stream: &StreamId,

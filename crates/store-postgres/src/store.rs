@@ -208,7 +208,13 @@ impl Sql {
             purge_payloads: format!("SELECT {s}.purge_payloads($1, $2, $3, $4)"),
             find_idempotent: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND idem = ANY($2::bytea[])"),
             get: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND seq = $2"),
-            read: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND seq >= $2 ORDER BY seq LIMIT $3"),
+            // A bounded range, not `seq >= $2 ... LIMIT $3`: without planner statistics (a
+            // table autovacuum has not analyzed yet) PostgreSQL estimated the open range at a
+            // few thousand rows and answered every read with a bitmap scan of the rest of the
+            // table and a sort of it spilled to disk: a projection catching up over 1 M entries
+            // sorted the remaining table once per chunk (scripts/bench-phi --database-url). A
+            // range as wide as the limit is an index range scan whatever the statistics say.
+            read: format!("SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = $1 AND seq >= $2 AND seq < $3 ORDER BY seq"),
             // COPY takes no bind parameters: the server quotes the values itself (%L).
             scan_command: format!("SELECT format('COPY (SELECT {ENTRY_COLUMNS} FROM {s}.entries WHERE stream = %L AND seq >= %s ORDER BY seq) TO STDOUT (FORMAT binary)', $1::text, $2::int8)"),
             // A skip scan over the primary key: one index probe per stream, not a table scan.
@@ -794,14 +800,16 @@ impl Store for PostgresStore {
         from: Seq,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Sequence numbers are dense, so the `limit` entries from `from` are those below
+        // `from + limit` (fewer only where the ledger lost entries, which its readers detect).
+        let end = seq_param(from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX)));
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&self.sql.read)
             .await
             .map_err(backend)?;
         let rows = client
-            .query(&stmt, &[&stream.as_str(), &seq_param(from), &limit])
+            .query(&stmt, &[&stream.as_str(), &seq_param(from), &end])
             .await
             .map_err(backend)?;
         rows.iter().map(entry_from_row).collect()
@@ -1142,6 +1150,13 @@ async fn scan_task(
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
+            .await
+            .map_err(backend)?;
+        // The scan must walk the primary key in order. Left to its estimates, PostgreSQL reads
+        // a whole stream by a sequential scan (or, without statistics, a bitmap scan) and sorts
+        // it: a temporary file the size of the table before the first row arrives. With sorts
+        // priced out for this transaction only, the plan is the index scan, in constant space.
+        tx.batch_execute("SET LOCAL enable_sort = off")
             .await
             .map_err(backend)?;
         let command: String = tx

@@ -613,12 +613,13 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let stream = stream.clone();
+        let end = i64::try_from(from.saturating_add(limit as u64)).unwrap_or(i64::MAX);
         self.with_reader(move |c| {
             let mut s = c
-                .prepare_cached(&format!("SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"))
+                .prepare_cached(&format!("SELECT {COLUMNS} FROM entries WHERE stream = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq"))
                 .map_err(backend)?;
             let rows = s
-                .query_map(params![stream.as_str(), from as i64, limit as i64], |r| entry_from_row(r, &stream))
+                .query_map(params![stream.as_str(), from as i64, end], |r| entry_from_row(r, &stream))
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
         })
