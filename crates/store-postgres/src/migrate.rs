@@ -17,7 +17,7 @@ mod embedded {
 }
 
 /// Highest schema version this build knows (the last file in `migrations/postgres/`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock key held while migrating ("auditldg" in ASCII). Per database, so every
 /// schema of one database migrates one at a time; roles are cluster-wide and the migration

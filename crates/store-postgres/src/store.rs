@@ -22,7 +22,10 @@
 //!   conditional `UPDATE ... WHERE seq = expected` (or an `INSERT ... ON CONFLICT DO NOTHING`
 //!   for a first commit), zero rows meaning another runner got there first; then the read-model
 //!   changes, reduced to the last change per row, as one `DELETE ... USING unnest(...)` and
-//!   `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` per [`PUT_CHUNK`] rows.
+//!   `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE` per [`PUT_CHUNK`] rows. Rows
+//!   carry the integer id of their (projection, stream, table) from `read_models` (schema 4),
+//!   registered before the transaction when a table is first written and cached for the life
+//!   of the store (ids are never removed).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -184,6 +187,8 @@ struct Sql {
     delete_rows: String,
     reset_position: String,
     reset_rows: String,
+    model_id: String,
+    register_model: String,
     rows_never_analyzed: String,
     analyze_rows: String,
 }
@@ -247,18 +252,27 @@ impl Sql {
                  WHERE projection = $1 AND stream = $2 AND seq = $7"
             ),
             put_rows: format!(
-                "INSERT INTO {s}.read_model_rows (projection, stream, tbl, key, ord, at, value)
-                 SELECT $1, $2, u.tbl, u.key, u.ord, u.at, u.value::jsonb
-                 FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], $7::text[]) AS u(tbl, key, ord, at, value)
-                 ON CONFLICT (projection, stream, tbl, key, ord) DO UPDATE SET at = EXCLUDED.at, value = EXCLUDED.value"
+                "INSERT INTO {s}.read_model_rows (model, key, ord, at, value)
+                 SELECT u.model, u.key, u.ord, u.at, u.value::jsonb
+                 FROM unnest($1::int4[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS u(model, key, ord, at, value)
+                 ON CONFLICT (model, key, ord) DO UPDATE SET at = EXCLUDED.at, value = EXCLUDED.value"
             ),
             delete_rows: format!(
                 "DELETE FROM {s}.read_model_rows r
-                 USING unnest($3::text[], $4::text[], $5::int8[]) AS d(tbl, key, ord)
-                 WHERE r.projection = $1 AND r.stream = $2 AND r.tbl = d.tbl AND r.key = d.key AND r.ord = d.ord"
+                 USING unnest($1::int4[], $2::text[], $3::int8[]) AS d(model, key, ord)
+                 WHERE r.model = d.model AND r.key = d.key AND r.ord = d.ord"
             ),
             reset_position: format!("DELETE FROM {s}.projection_positions WHERE projection = $1 AND stream = $2"),
-            reset_rows: format!("DELETE FROM {s}.read_model_rows WHERE projection = $1 AND stream = $2"),
+            reset_rows: format!(
+                "DELETE FROM {s}.read_model_rows WHERE model IN (SELECT id FROM {s}.read_models WHERE projection = $1 AND stream = $2)"
+            ),
+            model_id: format!("SELECT id FROM {s}.read_models WHERE projection = $1 AND stream = $2 AND tbl = $3"),
+            // Nothing returned: another runner registered the table first (its insert is
+            // waited for), and the id is read by `model_id`.
+            register_model: format!(
+                "INSERT INTO {s}.read_models (projection, stream, tbl) VALUES ($1, $2, $3)
+                 ON CONFLICT (projection, stream, tbl) DO NOTHING RETURNING id"
+            ),
             rows_never_analyzed: format!(
                 "SELECT COALESCE(last_analyze, last_autoanalyze) IS NULL FROM pg_stat_user_tables WHERE relid = '{s}.read_model_rows'::regclass"
             ),
@@ -275,7 +289,12 @@ pub struct PostgresStore {
     target: String,
     method: AppendMethod,
     sql: std::sync::Arc<Sql>,
+    /// Read-model ids by (projection, stream, table): registered ids never change.
+    models: std::sync::Arc<std::sync::Mutex<HashMap<ModelName, i32>>>,
 }
+
+/// A read model's (projection, stream, table).
+type ModelName = (String, String, String);
 
 fn backend(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(pg_message(&e))
@@ -353,6 +372,53 @@ fn entry_from_row(row: &Row) -> Result<Entry, StoreError> {
 }
 
 impl PostgresStore {
+    /// The id of the read model `(projection, stream, table)`: from the cache, else from
+    /// `read_models`, else (with `register`) a new one, committed on its own before any
+    /// projection transaction uses it, so a cached id always exists in the database. `None`:
+    /// never registered, so the model has no rows.
+    async fn model_id(
+        &self,
+        client: &deadpool_postgres::Client,
+        projection: &str,
+        stream: &str,
+        table: &str,
+        register: bool,
+    ) -> Result<Option<i32>, StoreError> {
+        let name = (projection.to_owned(), stream.to_owned(), table.to_owned());
+        if let Some(id) = self.models_cache().get(&name) {
+            return Ok(Some(*id));
+        }
+        let params: [&(dyn ToSql + Sync); 3] = [&projection, &stream, &table];
+        let mut id = None;
+        if register {
+            let stmt = client
+                .prepare_cached(&self.sql.register_model)
+                .await
+                .map_err(backend)?;
+            id = client.query_opt(&stmt, &params).await.map_err(backend)?;
+        }
+        if id.is_none() {
+            let stmt = client
+                .prepare_cached(&self.sql.model_id)
+                .await
+                .map_err(backend)?;
+            id = client.query_opt(&stmt, &params).await.map_err(backend)?;
+        }
+        let Some(row) = id else {
+            return Ok(None);
+        };
+        let id: i32 = row.try_get(0).map_err(corrupt)?;
+        self.models_cache().insert(name, id);
+        Ok(Some(id))
+    }
+
+    fn models_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ModelName, i32>> {
+        // The map is only ever inserted into: a panic elsewhere cannot leave it inconsistent.
+        self.models
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Gives `read_model_rows` planner statistics once, after a large commit, when it has none.
     ///
     /// Without statistics PostgreSQL rates a key read ("one patient's month": `key = $4`, a
@@ -425,6 +491,7 @@ impl PostgresStore {
             target,
             method: options.append_method,
             sql: std::sync::Arc::new(Sql::new(schema)),
+            models: Default::default(),
         })
     }
 
@@ -553,10 +620,9 @@ async fn insert_batch(
 /// refuses a parameter no condition uses), in `(at, key, ord)` order or its reverse. Each of the
 /// eight variants is one cached statement per connection.
 fn read_model_sql(schema: &SchemaName, q: &RowQuery) -> String {
-    let mut sql = format!(
-        "SELECT tbl, key, ord, at, value::text FROM {schema}.read_model_rows WHERE projection = $1 AND stream = $2 AND tbl = $3"
-    );
-    let mut n = 3;
+    let mut sql =
+        format!("SELECT key, ord, at, value::text FROM {schema}.read_model_rows WHERE model = $1");
+    let mut n = 1;
     for (present, condition) in [
         (q.key.is_some(), "key ="),
         (q.from.is_some(), "at >="),
@@ -602,17 +668,26 @@ fn last_change_per_row(changes: &[RowChange]) -> Vec<&RowChange> {
 async fn apply_changes(
     tx: &deadpool_postgres::Transaction<'_>,
     sql: &Sql,
-    name: &str,
-    stream: &str,
+    models: &HashMap<&str, i32>,
     changes: &[RowChange],
 ) -> Result<(), StoreError> {
+    let model = |table: &str| {
+        models
+            .get(table)
+            .copied()
+            .ok_or_else(|| StoreError::Backend(format!("read model table {table:?} has no id")))
+    };
     let (puts, deletes): (Vec<&RowChange>, Vec<&RowChange>) = last_change_per_row(changes)
         .into_iter()
         .partition(|c| matches!(c, RowChange::Put(_)));
     if !deletes.is_empty() {
         let (tbl, key, ord) = split_keys(&deletes);
+        let ids = tbl
+            .iter()
+            .map(|t| model(t))
+            .collect::<Result<Vec<i32>, _>>()?;
         let stmt = tx.prepare_cached(&sql.delete_rows).await.map_err(backend)?;
-        tx.execute(&stmt, &[&name, &stream, &tbl, &key, &ord])
+        tx.execute(&stmt, &[&ids, &key, &ord])
             .await
             .map_err(projection_error)?;
     }
@@ -626,12 +701,15 @@ async fn apply_changes(
                     RowChange::Delete { .. } => None,
                 })
                 .collect();
-            let tbl: Vec<&str> = rows.iter().map(|r| r.table.as_str()).collect();
+            let ids = rows
+                .iter()
+                .map(|r| model(&r.table))
+                .collect::<Result<Vec<i32>, _>>()?;
             let key: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
             let ord: Vec<i64> = rows.iter().map(|r| r.ord).collect();
             let at: Vec<i64> = rows.iter().map(|r| r.at.micros()).collect();
             let value: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
-            tx.execute(&stmt, &[&name, &stream, &tbl, &key, &ord, &at, &value])
+            tx.execute(&stmt, &[&ids, &key, &ord, &at, &value])
                 .await
                 .map_err(projection_error)?;
         }
@@ -1031,6 +1109,18 @@ impl Store for PostgresStore {
         let state = &saved.state[..];
         let updated_at = SystemClock.now().micros();
         let mut client = self.client().await?;
+        let mut models: HashMap<&str, i32> = HashMap::new();
+        for c in changes {
+            let table = change_key(c).0;
+            if !models.contains_key(table) {
+                let id = self.model_id(&client, name, stream, table, true).await?;
+                // Registering returns an id or finds the winner's: never nothing.
+                let id = id.ok_or_else(|| {
+                    StoreError::Backend(format!("read model table {table:?} was not registered"))
+                })?;
+                models.insert(table, id);
+            }
+        }
         let tx = client.transaction().await.map_err(backend)?;
         let moved = match expected {
             None => {
@@ -1071,7 +1161,7 @@ impl Store for PostgresStore {
                 Some(at) => format!("projection {name} of stream {stream} is no longer at {at}"),
             }));
         }
-        apply_changes(&tx, &self.sql, name, stream, changes).await?;
+        apply_changes(&tx, &self.sql, &models, changes).await?;
         // An error before this point drops `tx`, which rolls back: all or nothing.
         tx.commit().await.map_err(backend)?;
         if changes.len() >= ANALYZE_AFTER_CHANGES {
@@ -1098,11 +1188,17 @@ impl Store for PostgresStore {
         stream: &StreamId,
         query: &RowQuery,
     ) -> Result<Vec<ReadModelRow>, StoreError> {
-        let stream = stream.as_str();
         let from = query.from.map(Timestamp::micros);
         let to = query.to.map(Timestamp::micros);
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&name, &stream, &query.table];
+        let client = self.client().await?;
+        let Some(model) = self
+            .model_id(&client, name, stream.as_str(), &query.table, false)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&model];
         if let Some(key) = &query.key {
             params.push(key);
         }
@@ -1113,7 +1209,6 @@ impl Store for PostgresStore {
             params.push(to);
         }
         params.push(&limit);
-        let client = self.client().await?;
         let stmt = client
             .prepare_cached(&read_model_sql(&self.schema, query))
             .await
@@ -1122,11 +1217,11 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|r| {
                 Ok(ReadModelRow {
-                    table: r.try_get(0).map_err(corrupt)?,
-                    key: r.try_get(1).map_err(corrupt)?,
-                    ord: r.try_get(2).map_err(corrupt)?,
-                    at: Timestamp(r.try_get(3).map_err(corrupt)?),
-                    value: r.try_get(4).map_err(corrupt)?,
+                    table: query.table.clone(),
+                    key: r.try_get(0).map_err(corrupt)?,
+                    ord: r.try_get(1).map_err(corrupt)?,
+                    at: Timestamp(r.try_get(2).map_err(corrupt)?),
+                    value: r.try_get(3).map_err(corrupt)?,
                 })
             })
             .collect()

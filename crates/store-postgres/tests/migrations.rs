@@ -204,7 +204,11 @@ async fn a_version_1_schema_is_upgraded() {
     assert_eq!(report.version, SCHEMA_VERSION);
     assert_eq!(
         report.applied,
-        [(2, "projections".to_owned()), (3, "purge".to_owned())]
+        [
+            (2, "projections".to_owned()),
+            (3, "purge".to_owned()),
+            (4, "read_model_ids".to_owned())
+        ]
     );
 
     let store: Arc<dyn Store> = Arc::new(schema.store().await);
@@ -222,6 +226,8 @@ async fn a_version_1_schema_is_upgraded() {
     // The new tables got their grants; entries kept theirs.
     for (table, privilege, granted) in [
         ("read_model_rows", "UPDATE", true),
+        ("read_models", "INSERT", true),
+        ("read_models", "UPDATE", false),
         ("projection_positions", "DELETE", true),
         ("entries", "UPDATE", false),
         ("entries", "INSERT", true),
@@ -257,4 +263,110 @@ async fn a_version_1_schema_is_upgraded() {
     // Appending continues the old chain.
     store_conformance::fill(store.clone(), &stream, 3, 3).await;
     assert_eq!(store.head(&stream).await.unwrap().unwrap().seq, 103);
+}
+
+/// A schema-3 database with read models: schema 4 moves their rows to integer model ids and
+/// keeps every row and position, so the projection resumes where it was instead of rebuilding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_schema_keeps_its_read_models() {
+    use ledger::{RowQuery, Store, StreamId};
+
+    let schema = TestSchema::unmigrated("upgrade_v3").await;
+    let mut db = superuser().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path TO {0}",
+        schema.name
+    ))
+    .await
+    .unwrap();
+    let migrations: Vec<refinery::Migration> = [
+        (
+            "V1__entries",
+            include_str!("../../../migrations/postgres/V1__entries.sql"),
+        ),
+        (
+            "V2__projections",
+            include_str!("../../../migrations/postgres/V2__projections.sql"),
+        ),
+        (
+            "V3__purge",
+            include_str!("../../../migrations/postgres/V3__purge.sql"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, sql)| refinery::Migration::unapplied(name, sql).unwrap())
+    .collect();
+    refinery::Runner::new(&migrations)
+        .run_async(&mut db)
+        .await
+        .expect("the schema-3 migrations");
+    // Two projections, two streams, three tables; a position saved with them.
+    db.batch_execute(&format!(
+        "INSERT INTO {0}.read_model_rows VALUES
+             ('phi-access', 'default', 'patient', '2026-01/p1', 7, 100, '{{\"a\": 1}}'),
+             ('phi-access', 'default', 'patient', '2026-01/p1', 9, 90, '{{\"a\": 2}}'),
+             ('phi-access', 'default', 'day', '2026-01-01', 0, 50, '{{\"n\": 3}}'),
+             ('phi-access', 'tenant_b', 'patient', '2026-01/p1', 4, 10, '{{\"b\": 1}}'),
+             ('security', 'default', 'patient', 'x', 1, 1, '{{}}');
+         INSERT INTO {0}.projection_positions VALUES
+             ('phi-access', 'default', 9, decode(repeat('ab', 32), 'hex'), '\\x01', 0);
+         RESET search_path",
+        schema.name
+    ))
+    .await
+    .unwrap();
+
+    let report = migrate(&schema.url, &schema.name).await.unwrap();
+    assert_eq!(report.applied, [(4, "read_model_ids".to_owned())]);
+    let store = schema.store().await;
+    let stream = StreamId::default();
+    let position = store.projection("phi-access", &stream).await.unwrap();
+    assert_eq!(position.map(|p| p.seq), Some(9), "the position is kept");
+    let patient = store
+        .read_model_rows(
+            "phi-access",
+            &stream,
+            &RowQuery::key("patient", "2026-01/p1", 10),
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64, &str)> = patient
+        .iter()
+        .map(|r| {
+            assert_eq!(r.table, "patient");
+            (r.ord, r.at.micros(), r.value.as_str())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(9, 90, r#"{"a": 2}"#), (7, 100, r#"{"a": 1}"#)],
+        "one model's rows, by time, nobody else's"
+    );
+    for (projection, stream, table, rows) in [
+        ("phi-access", "default", "day", 1),
+        ("phi-access", "tenant_b", "patient", 1),
+        ("security", "default", "patient", 1),
+        ("security", "default", "day", 0),
+    ] {
+        let found = store
+            .read_model_rows(
+                projection,
+                &StreamId::new(stream).unwrap(),
+                &RowQuery::table(table, 10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.len(), rows, "{projection}/{stream}/{table}");
+    }
+    // A reset forgets one projection's rows of one stream only.
+    store.reset_projection("phi-access", &stream).await.unwrap();
+    let left: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM {}.read_model_rows", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 2);
 }
