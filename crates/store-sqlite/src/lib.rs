@@ -54,7 +54,7 @@ pub const PROJECTIONS_FILE: &str = "projections.db";
 pub const SCHEMA_VERSION: i32 = 4;
 
 /// Highest schema version of the projections file this build knows.
-pub const PROJECTIONS_SCHEMA_VERSION: i32 = 1;
+pub const PROJECTIONS_SCHEMA_VERSION: i32 = 2;
 
 const COLUMNS: &str = "stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, idem";
 
@@ -307,23 +307,32 @@ fn corrupt(e: rusqlite::Error) -> StoreError {
 /// its reverse. Always seven parameters (`?1` projection, `?2` stream, `?3` table, `?4` key,
 /// `?5` from, `?6` to, `?7` limit); a condition left out leaves its parameter unused, so one
 /// parameter list fits every variant, and each variant is one cached statement.
+///
+/// One key's rows are read through the primary key and sorted (projections-file schema 2 has no
+/// by-key-and-time index). SQLite keeps no statistics here, and left to itself it served "one
+/// key over a time range" from the by-time index, filtering every row of the range: 10.4 s
+/// instead of 15 ms for one patient's six years at 1 M entries. `+at` (an expression, not the
+/// column) keeps the time terms and the order from selecting that index.
 fn read_model_sql(q: &RowQuery) -> String {
     let mut sql = String::from(
         "SELECT tbl, key, ord, at, value FROM read_model_rows WHERE projection = ?1 AND stream = ?2 AND tbl = ?3",
     );
-    if q.key.is_some() {
+    let at = if q.key.is_some() {
         sql.push_str(" AND key = ?4");
-    }
+        "+at"
+    } else {
+        "at"
+    };
     if q.from.is_some() {
-        sql.push_str(" AND at >= ?5");
+        sql.push_str(&format!(" AND {at} >= ?5"));
     }
     if q.to.is_some() {
-        sql.push_str(" AND at < ?6");
+        sql.push_str(&format!(" AND {at} < ?6"));
     }
-    sql.push_str(if q.newest_first {
-        " ORDER BY at DESC, key DESC, ord DESC LIMIT ?7"
+    sql.push_str(&if q.newest_first {
+        format!(" ORDER BY {at} DESC, key DESC, ord DESC LIMIT ?7")
     } else {
-        " ORDER BY at, key, ord LIMIT ?7"
+        format!(" ORDER BY {at}, key, ord LIMIT ?7")
     });
     sql
 }
@@ -918,5 +927,51 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(corrupt)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan of every read-model query shape on a migrated projections file: one key's rows
+    /// come from the primary key, all rows over time from the by-time index.
+    #[test]
+    fn read_model_queries_use_the_index_their_shape_needs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        embedded_projections::migrations::runner()
+            .run(&mut conn)
+            .unwrap();
+        for key in [None, Some("k".to_owned())] {
+            for (from, to) in [(None, None), (Some(Timestamp(1)), Some(Timestamp(9)))] {
+                for newest_first in [false, true] {
+                    let q = RowQuery {
+                        table: "t".into(),
+                        key: key.clone(),
+                        from,
+                        to,
+                        limit: 10,
+                        newest_first,
+                    };
+                    let sql = read_model_sql(&q);
+                    let plan: Vec<String> = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .unwrap()
+                        .query_map(params!["p", "default", "t", "k", 1i64, 9i64, 10i64], |r| {
+                            r.get::<_, String>(3)
+                        })
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                    let plan = plan.join("\n");
+                    let index = if key.is_some() {
+                        "sqlite_autoindex_read_model_rows_1"
+                    } else {
+                        "read_model_rows_at"
+                    };
+                    assert!(plan.contains(index), "{sql}:\n{plan}");
+                }
+            }
+        }
     }
 }

@@ -422,3 +422,54 @@ async fn a_version_3_ledger_leaves_its_read_models_behind() {
     assert_eq!(verified_entries(store.as_ref(), &stream).await, 41);
     store_conformance::projection::run_all(store).await;
 }
+
+/// A projections file of schema 1 (three indexes on read-model rows): opening it drops the
+/// by-key-and-time index and keeps every row and position, so nothing is rebuilt.
+#[tokio::test]
+async fn a_version_1_projections_file_keeps_its_rows() {
+    use ledger::RowQuery;
+
+    let dir = fresh_dir();
+    drop(SqliteStore::open(dir.path()).unwrap()); // a current ledger file
+    let path = dir.path().join(store_sqlite::PROJECTIONS_FILE);
+    std::fs::remove_file(&path).unwrap();
+    let mut conn = Connection::open(&path).unwrap();
+    let v1 = refinery::Migration::unapplied(
+        "V1__projections",
+        include_str!("../../../migrations/sqlite-projections/V1__projections.sql"),
+    )
+    .unwrap();
+    refinery::Runner::new(&[v1]).run(&mut conn).unwrap();
+    conn.execute_batch(
+        "INSERT INTO projection_positions VALUES ('p', 'default', 0, zeroblob(32), x'', 0);
+         INSERT INTO read_model_rows VALUES
+             ('p', 'default', 't', 'k', 1, 20, '{\"a\": 1}'),
+             ('p', 'default', 't', 'k', 2, 10, '{\"a\": 2}'),
+             ('p', 'default', 't', 'other', 3, 15, '{}');",
+    )
+    .unwrap();
+    let indexes = |conn: &Connection| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'read_model_rows_key_at'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(indexes(&conn), 1, "a schema-1 file");
+    drop(conn);
+
+    let store = SqliteStore::open(dir.path()).expect("upgraded");
+    assert_eq!(indexes(&Connection::open(&path).unwrap()), 0);
+    let stream = StreamId::default();
+    assert_eq!(
+        store.projection("p", &stream).await.unwrap().map(|p| p.seq),
+        Some(0)
+    );
+    let rows = store
+        .read_model_rows("p", &stream, &RowQuery::key("t", "k", 10))
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64)> = rows.iter().map(|r| (r.ord, r.at.micros())).collect();
+    assert_eq!(got, [(2, 10), (1, 20)], "one key's rows by time");
+}
