@@ -389,20 +389,19 @@ impl PostgresStore {
             return Ok(Some(*id));
         }
         let params: [&(dyn ToSql + Sync); 3] = [&projection, &stream, &table];
-        let mut id = None;
+        // Looked up first: an insert that meets the registration draws an id all the same.
+        // Then registered; when another runner registered it meanwhile, looked up again.
+        let mut steps = vec![&self.sql.model_id];
         if register {
-            let stmt = client
-                .prepare_cached(&self.sql.register_model)
-                .await
-                .map_err(backend)?;
-            id = client.query_opt(&stmt, &params).await.map_err(backend)?;
+            steps.extend([&self.sql.register_model, &self.sql.model_id]);
         }
-        if id.is_none() {
-            let stmt = client
-                .prepare_cached(&self.sql.model_id)
-                .await
-                .map_err(backend)?;
+        let mut id = None;
+        for sql in steps {
+            let stmt = client.prepare_cached(sql).await.map_err(backend)?;
             id = client.query_opt(&stmt, &params).await.map_err(backend)?;
+            if id.is_some() {
+                break;
+            }
         }
         let Some(row) = id else {
             return Ok(None);

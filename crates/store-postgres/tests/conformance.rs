@@ -872,3 +872,53 @@ async fn ordered_entry_reads_never_sort() {
             .unwrap();
     }
 }
+
+/// Two stores (two processes' caches) writing a new read-model table at once register it once:
+/// one commit wins the position, the other is a conflict, and the rows sit under one id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_first_commits_register_one_read_model() {
+    use ledger::{ReadModelRow, RowChange, RowQuery, StoreError};
+    use store_conformance::projection::{at, saved};
+
+    let schema = TestSchema::migrated("register").await;
+    let stream = StreamId::default();
+    let (a, b) = (schema.store().await, schema.store().await);
+    async fn commit(store: &PostgresStore, n: i64) -> Result<(), StoreError> {
+        let changes = [RowChange::Put(ReadModelRow {
+            table: "t".into(),
+            key: "k".into(),
+            ord: n,
+            at: at(n),
+            value: "{}".into(),
+        })];
+        store
+            .commit_projection("p", &StreamId::default(), None, &saved(1), &changes)
+            .await
+    }
+    let (ra, rb) = tokio::join!(commit(&a, 1), commit(&b, 2));
+    assert!(
+        matches!(
+            (&ra, &rb),
+            (Ok(()), Err(StoreError::Conflict(_))) | (Err(StoreError::Conflict(_)), Ok(()))
+        ),
+        "{ra:?} {rb:?}"
+    );
+    let registered: i64 = superuser()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM {}.read_models", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(registered, 1);
+    let rows = schema
+        .store()
+        .await
+        .read_model_rows("p", &stream, &RowQuery::table("t", 10))
+        .await
+        .unwrap();
+    let winner = if ra.is_ok() { 1 } else { 2 };
+    assert_eq!(rows.iter().map(|r| r.ord).collect::<Vec<_>>(), [winner]);
+}

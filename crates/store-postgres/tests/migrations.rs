@@ -166,23 +166,7 @@ async fn a_version_1_schema_is_upgraded() {
     drop(store);
 
     // What a version-1 build leaves: its one migration, run by refinery as `migrate` runs it.
-    let schema = TestSchema::unmigrated("upgrade").await;
-    let mut db = superuser().await;
-    db.batch_execute(&format!(
-        "CREATE SCHEMA {0}; SET search_path TO {0}",
-        schema.name
-    ))
-    .await
-    .unwrap();
-    let v1 = refinery::Migration::unapplied(
-        "V1__entries",
-        include_str!("../../../migrations/postgres/V1__entries.sql"),
-    )
-    .unwrap();
-    refinery::Runner::new(&[v1])
-        .run_async(&mut db)
-        .await
-        .expect("the version-1 migration");
+    let (schema, db) = schema_at_version("upgrade", 1).await;
     db.batch_execute(&format!(
         "INSERT INTO {0}.entries SELECT * FROM {1}.entries ORDER BY stream, seq;
          INSERT INTO {0}.merkle_nodes SELECT * FROM {1}.merkle_nodes;
@@ -271,35 +255,7 @@ async fn a_version_1_schema_is_upgraded() {
 async fn a_version_3_schema_keeps_its_read_models() {
     use ledger::{RowQuery, Store, StreamId};
 
-    let schema = TestSchema::unmigrated("upgrade_v3").await;
-    let mut db = superuser().await;
-    db.batch_execute(&format!(
-        "CREATE SCHEMA {0}; SET search_path TO {0}",
-        schema.name
-    ))
-    .await
-    .unwrap();
-    let migrations: Vec<refinery::Migration> = [
-        (
-            "V1__entries",
-            include_str!("../../../migrations/postgres/V1__entries.sql"),
-        ),
-        (
-            "V2__projections",
-            include_str!("../../../migrations/postgres/V2__projections.sql"),
-        ),
-        (
-            "V3__purge",
-            include_str!("../../../migrations/postgres/V3__purge.sql"),
-        ),
-    ]
-    .into_iter()
-    .map(|(name, sql)| refinery::Migration::unapplied(name, sql).unwrap())
-    .collect();
-    refinery::Runner::new(&migrations)
-        .run_async(&mut db)
-        .await
-        .expect("the schema-3 migrations");
+    let (schema, db) = schema_at_version("upgrade_v3", 3).await;
     // Two projections, two streams, three tables; a position saved with them.
     db.batch_execute(&format!(
         "INSERT INTO {0}.read_model_rows VALUES
@@ -369,4 +325,43 @@ async fn a_version_3_schema_keeps_its_read_models() {
         .unwrap()
         .get(0);
     assert_eq!(left, 2);
+}
+
+/// The migrations of the schema versions older builds left, in order.
+const OLDER_MIGRATIONS: [(&str, &str); 3] = [
+    (
+        "V1__entries",
+        include_str!("../../../migrations/postgres/V1__entries.sql"),
+    ),
+    (
+        "V2__projections",
+        include_str!("../../../migrations/postgres/V2__projections.sql"),
+    ),
+    (
+        "V3__purge",
+        include_str!("../../../migrations/postgres/V3__purge.sql"),
+    ),
+];
+
+/// A new schema migrated to `version` only, as a build of that version's `migrate` leaves it
+/// (refinery's history included), and a superuser connection whose `search_path` is that
+/// schema (callers `RESET search_path` when done with it).
+async fn schema_at_version(tag: &str, version: usize) -> (TestSchema, tokio_postgres::Client) {
+    let schema = TestSchema::unmigrated(tag).await;
+    let mut db = superuser().await;
+    db.batch_execute(&format!(
+        "CREATE SCHEMA {0}; SET search_path TO {0}",
+        schema.name
+    ))
+    .await
+    .unwrap();
+    let migrations: Vec<refinery::Migration> = OLDER_MIGRATIONS[..version]
+        .iter()
+        .map(|(name, sql)| refinery::Migration::unapplied(name, sql).unwrap())
+        .collect();
+    refinery::Runner::new(&migrations)
+        .run_async(&mut db)
+        .await
+        .unwrap_or_else(|e| panic!("the migrations up to version {version}: {e}"));
+    (schema, db)
 }
