@@ -101,7 +101,7 @@ pub async fn disclosures(
 ) -> Result<DisclosureReport, StoreError> {
     let keyed = pseudonymizer.pseudonymize(q.raw_patient).to_string();
     let legacy = Pseudonymizer::legacy_sha256(q.raw_patient).to_string();
-    let accesses = read::accesses_of_patients(
+    let rows = read::patient_rows(
         src.store,
         src.stream,
         &[keyed.clone(), legacy.clone()],
@@ -109,7 +109,7 @@ pub async fn disclosures(
         Some(q.to),
     )
     .await?;
-    let checked = recheck_accesses(src, &accesses).await?;
+    let checked = recheck_accesses(src, &rows).await?;
     let anchor = match src.checkpoint_key {
         Some(key) => {
             let cited: Vec<(Seq, Digest)> = checked
@@ -148,7 +148,7 @@ pub async fn disclosures(
             resource_type: c.access.resource_type.clone(),
             seq: c.access.seq,
             entry_hash: c.access.entry_hash.clone(),
-            legacy: c.access.patient.as_deref() == Some(legacy.as_str()),
+            legacy: c.row_patient == legacy,
             verified: c.problem.is_none()
                 && anchor
                     .as_ref()
@@ -181,62 +181,115 @@ pub async fn disclosures(
 
 /// A cited access, re-read from the ledger.
 struct Rechecked {
+    /// What the cited entry records (as far as it can be read: see [`unreadable_access`]).
     access: Access,
+    /// The patient pseudonym its row is keyed by (keyed or legacy).
+    row_patient: String,
     /// Why it does not stand, if it does not.
     problem: Option<(String, String)>,
 }
 
-/// Re-reads each cited entry, checks it on its own (payload digest, entry hash, columns) and
-/// derives the access again from its payload: the read model's row must say exactly that.
+/// Re-reads the entry each `patient` row cites, checks it on its own (payload digest, entry
+/// hash, columns), derives the access again from its payload, and checks that the row
+/// describes it (patient, time, entry-hash prefix). A line shows what the entry records; where
+/// the entry cannot be read as an event, what the row knows ([`unreadable_access`]).
 async fn recheck_accesses(
     src: &Sources<'_>,
-    accesses: &[Access],
+    rows: &[read::PatientRow],
 ) -> Result<Vec<Rechecked>, StoreError> {
     let alg = match src.store.get(src.stream, 0).await? {
         Some(genesis) => ledger::verify::genesis_alg(src.stream, &genesis)
             .map_err(|e| StoreError::Corrupt(format!("the genesis entry is unreadable: {e}")))?,
         None => return Ok(Vec::new()),
     };
-    let mut out = Vec::with_capacity(accesses.len());
-    for access in accesses {
-        let problem = match src.store.get(src.stream, access.seq).await? {
-            None => Some((
-                "gap".to_owned(),
-                format!("entry {} is missing from the ledger", access.seq),
-            )),
-            Some(entry) => match check_entry(&entry, src.stream, alg) {
-                Err((problem, detail)) => Some((problem.as_str().to_owned(), detail)),
-                Ok(()) => match entry.decode_payload() {
-                    Some(Ok(Payload::Event(event))) => {
-                        let again =
-                            Access::from_event(entry.seq, &entry.entry_hash, &event, src.config);
-                        (again.as_ref() != Some(access)).then(|| {
-                            (
-                                "read_model_mismatch".to_owned(),
-                                format!(
-                                    "the read model's row for entry {} differs from what the entry records (rebuild with `auditledger project phi-access --rebuild`)",
-                                    access.seq
-                                ),
-                            )
-                        })
-                    }
-                    Some(Ok(Payload::Genesis(_))) | Some(Err(_)) => Some((
-                        "malformed_payload".to_owned(),
-                        format!("entry {} does not hold an event", access.seq),
-                    )),
-                    None => Some((
-                        "payload_missing".to_owned(),
-                        format!("entry {}'s payload was purged", access.seq),
-                    )),
-                },
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let problem = |problem: &str, detail: String| Some((problem.to_owned(), detail));
+        let checked = match src.store.get(src.stream, row.seq).await? {
+            None => Rechecked {
+                access: unreadable_access(row, None),
+                row_patient: row.patient.clone(),
+                problem: problem(
+                    "gap",
+                    format!("entry {} is missing from the ledger", row.seq),
+                ),
             },
+            Some(entry) => {
+                let check = check_entry(&entry, src.stream, alg);
+                match entry.decode_payload() {
+                    Some(Ok(Payload::Event(event))) => {
+                        let access = Access::of_event(entry.seq, &entry.entry_hash, &event);
+                        let problem = match check {
+                            Err((p, detail)) => problem(p.as_str(), detail),
+                            Ok(()) => {
+                                let mismatch = match Access::from_event(
+                                    entry.seq,
+                                    &entry.entry_hash,
+                                    &event,
+                                    src.config,
+                                ) {
+                                    None => Some("the entry is not a PHI access".to_owned()),
+                                    Some(a) => row.mismatch(&a),
+                                };
+                                mismatch.and_then(|why| {
+                                    problem(
+                                        "read_model_mismatch",
+                                        format!(
+                                            "the read model's row for entry {} does not describe it: {why} (rebuild with `auditledger project phi-access --rebuild`)",
+                                            row.seq
+                                        ),
+                                    )
+                                })
+                            }
+                        };
+                        Rechecked {
+                            access,
+                            row_patient: row.patient.clone(),
+                            problem,
+                        }
+                    }
+                    other => {
+                        let (p, detail) = match (check, other) {
+                            (Err((p, detail)), _) => (p.as_str().to_owned(), detail),
+                            (Ok(()), None) => (
+                                "payload_missing".to_owned(),
+                                format!("entry {}'s payload was purged", row.seq),
+                            ),
+                            (Ok(()), Some(_)) => (
+                                "malformed_payload".to_owned(),
+                                format!("entry {} does not hold an event", row.seq),
+                            ),
+                        };
+                        Rechecked {
+                            access: unreadable_access(row, Some(&entry.entry_hash)),
+                            row_patient: row.patient.clone(),
+                            problem: Some((p, detail)),
+                        }
+                    }
+                }
+            }
         };
-        out.push(Rechecked {
-            access: access.clone(),
-            problem,
-        });
+        out.push(checked);
     }
     Ok(out)
+}
+
+/// The line of a cited entry that is missing or holds no readable event: what its row knows
+/// (seq, time, patient) and the entry hash the ledger holds for it, if any (else the row's
+/// prefix of it); the rest is unknown.
+fn unreadable_access(row: &read::PatientRow, entry_hash: Option<&Digest>) -> Access {
+    Access {
+        seq: row.seq,
+        entry_hash: entry_hash.map_or_else(|| row.value.entry_hash_prefix.clone(), Digest::to_hex),
+        occurred_at: row.at.to_rfc3339(),
+        user: None,
+        role: None,
+        action: String::new(),
+        outcome: String::new(),
+        source: String::new(),
+        resource_type: None,
+        patient: Some(row.patient.clone()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

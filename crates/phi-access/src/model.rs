@@ -57,52 +57,54 @@ impl Access {
             patient: patient_of(event).map(str::to_owned),
         }
     }
-
-    /// The value of the access's `patient` row: the access without what the row's key (the
-    /// patient), `ord` (the seq) and `at` (the time) already hold.
-    pub fn patient_row(&self) -> PatientAccess {
-        PatientAccess {
-            entry_hash: self.entry_hash.clone(),
-            user: self.user.clone(),
-            role: self.role.clone(),
-            action: self.action.clone(),
-            outcome: self.outcome.clone(),
-            source: self.source.clone(),
-            resource_type: self.resource_type.clone(),
-        }
-    }
-
-    /// The access a `patient` row holds, given the row's `ord`, `at` and the key's patient.
-    pub fn from_patient_row(seq: Seq, at: Timestamp, patient: &str, row: PatientAccess) -> Access {
-        Access {
-            seq,
-            entry_hash: row.entry_hash,
-            occurred_at: at.to_rfc3339(),
-            user: row.user,
-            role: row.role,
-            action: row.action,
-            outcome: row.outcome,
-            source: row.source,
-            resource_type: row.resource_type,
-            patient: Some(patient.to_owned()),
-        }
-    }
 }
 
-/// The value of a `patient` row ([`Access::patient_row`]). Fields that are absent are left out
-/// of the JSON: the rows are most of the read model's bytes.
+/// Hex digits of the entry hash a `patient` row keeps ([`PatientAccess`]): 64 bits.
+pub const ENTRY_HASH_PREFIX_HEX: usize = 16;
+
+/// The value of a `patient` row: the first [`ENTRY_HASH_PREFIX_HEX`] hex digits of the entry
+/// hash of the access it indexes, and nothing else. The row's key names the patient, its `ord`
+/// the entry's seq and its `at` the time; everything else an access report shows is read from
+/// the cited entry in the ledger, which every report re-reads and re-verifies anyway.
+///
+/// **Why so little.** These rows are one per PHI access, most of the read model. Holding the
+/// access's fields (actor, role, action, outcome, source, type and the full hash, 264 bytes of
+/// JSON on the benchmark's traffic) made the read model larger than the ledger itself, and its
+/// writes are what bound the projection (docs/PERFORMANCE.md, session 11). The prefix still lets
+/// a report tell that the entry it reads is not the one the projection verified (a chain
+/// rewritten after projection, with hashes recomputed): [`PatientAccess::mismatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientAccess {
-    pub entry_hash: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    pub action: String,
-    pub outcome: String,
-    pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_type: Option<String>,
+    /// The entry hash's first hex digits.
+    #[serde(rename = "h")]
+    pub entry_hash_prefix: String,
+}
+
+impl PatientAccess {
+    /// The row of an access recorded in the entry with `entry_hash`.
+    pub fn of(entry_hash: &Digest) -> PatientAccess {
+        let mut hex = entry_hash.to_hex();
+        hex.truncate(ENTRY_HASH_PREFIX_HEX);
+        PatientAccess {
+            entry_hash_prefix: hex,
+        }
+    }
+
+    /// Why the row (this value, with the key's `patient` and the row's `at`) does not
+    /// describe `access`, or `None` when it does: the same patient, time and hash prefix.
+    pub fn mismatch(&self, patient: &str, at: Timestamp, access: &Access) -> Option<String> {
+        if access.patient.as_deref() != Some(patient) {
+            Some("the entry is not an access to the row's patient".to_owned())
+        } else if access.occurred_at != at.to_rfc3339() {
+            Some("the entry's time is not the row's".to_owned())
+        } else if self.entry_hash_prefix.len() != ENTRY_HASH_PREFIX_HEX
+            || !access.entry_hash.starts_with(&self.entry_hash_prefix)
+        {
+            Some("the entry's hash is not the one the row was made from".to_owned())
+        } else {
+            None
+        }
+    }
 }
 
 /// The value of a `user_access` row: the `seq`s of PHI accesses by one user in one UTC month,
@@ -213,9 +215,11 @@ impl DayTotals {
 /// One user's activity on one site-local day: the figures the unusual-pattern statistics use.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserDay {
-    /// User pseudonym.
+    /// User pseudonym. Left out of `user_day` rows, whose key it is ([`UserDay::row`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
-    /// `YYYY-MM-DD`, site time.
+    /// `YYYY-MM-DD`, site time. Left out of `user_day` rows, whose `at` is its start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub day: String,
     /// The role of the user's latest event that day.
     pub role: Option<String>,
@@ -238,6 +242,17 @@ pub struct UserDay {
 }
 
 impl UserDay {
+    /// The value of its `user_day` or `user_day_late` row: the figures without the user and
+    /// the day, which the row's key and `at` hold (they were a third of its bytes, and these
+    /// rows are rewritten at every commit while their day is open). Readers put them back.
+    pub fn row(&self) -> UserDay {
+        UserDay {
+            user: String::new(),
+            day: String::new(),
+            ..self.clone()
+        }
+    }
+
     pub fn merge(&mut self, other: &UserDay) {
         (self.first_seq, self.last_seq) = merge_span(
             (self.events, self.first_seq, self.last_seq),

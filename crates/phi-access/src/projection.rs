@@ -23,7 +23,9 @@
 //! - One patient's six years (the accounting of disclosures) is `patient` by key and time,
 //!   one key read per month: a PHI access writes one row under its month and its patient's
 //!   pseudonym, keyed (`<key id>:<hex>`) or legacy (`sha256:<hex>`) alike, so a patient known
-//!   under both is two key reads per month.
+//!   under both is two key reads per month. The row holds the access's seq (`ord`), time
+//!   (`at`), patient (key) and a prefix of its entry hash, no more: the access is read from the
+//!   ledger by `seq`, as a report re-reads and re-verifies every entry it cites anyway.
 //! - One user's month is `user_access` by key (one key read per month), then the listed
 //!   entries from the ledger by `seq` (primary-key reads), each decoded into its [`Access`].
 //! - A period's aggregates are `day` and `user_day` by time (`at` is the instant the site-local
@@ -51,7 +53,7 @@
 //! refused with a message to rebuild, so old and new rows never mix definitions.
 //!
 //! Cost: a PHI access with a patient writes one row as it is applied (`patient`, holding only
-//! what its key, `ord` and `at` do not: [`PatientAccess`]); a change one; a late event one or
+//! an entry-hash prefix besides its key, `ord` and `at`: [`PatientAccess`]); a change one; a late event one or
 //! two; once per commit, the aggregates one row per day and per user-day that changed, and one
 //! `user_access` row per user and month with accesses since the last commit (their seqs).
 //!
@@ -96,8 +98,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AnalyticsConfig;
 use crate::model::{
-    date_of_day_number, day_number, is_failed_login, Access, Change, DayTotals, SiteCalendar,
-    UserAccesses, UserDay,
+    date_of_day_number, day_number, is_failed_login, Access, Change, DayTotals, PatientAccess,
+    SiteCalendar, UserAccesses, UserDay,
 };
 
 /// Entries applied between commits during a catch-up. Each B-tree page a commit touches is
@@ -129,12 +131,11 @@ pub const CHANGES: &str = "change";
 /// The format of the saved state; a state of another version is refused (rebuild), and so is
 /// one saved under another configuration of the rows ([`AnalyticsConfig::rows_fingerprint`]).
 /// Version 2 keyed the `patient` and `user` rows by month and pseudonym ([`access_key`]) where
-/// version 1 keyed them by the pseudonym alone; version 3 keeps the lean [`PatientAccess`] in
-/// `patient` rows, replaces `user` rows with `user_access` rows, and saves the configuration's
-/// fingerprint.
-///
-/// [`PatientAccess`]: crate::model::PatientAccess
-pub const STATE_VERSION: u32 = 3;
+/// version 1 keyed them by the pseudonym alone; version 3 keeps the access without what the
+/// key holds in `patient` rows, replaces `user` rows with `user_access` rows, and saves the
+/// configuration's fingerprint; version 4 keeps only an entry-hash prefix in `patient` rows
+/// (the access itself is read from the cited entry).
+pub const STATE_VERSION: u32 = 4;
 
 /// A UTC calendar month, the bucket of the `patient` and `user_access` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -459,7 +460,7 @@ impl PhiAccessProjection {
             u.distinct_patients = u64::from(f.patient().is_some());
             effects
                 .changes
-                .push(put(USER_DAYS_LATE, user, ord, start, &u));
+                .push(put(USER_DAYS_LATE, user, ord, start, &u.row()));
         }
     }
 }
@@ -540,7 +541,7 @@ impl Projection for PhiAccessProjection {
                     &month.key(patient),
                     ord,
                     at,
-                    &a.patient_row(),
+                    &PatientAccess::of(&entry.entry_hash),
                 ));
             }
             if let Some(user) = &a.user {
@@ -615,7 +616,7 @@ impl Projection for PhiAccessProjection {
                 if u.dirty {
                     effects
                         .changes
-                        .push(put(USER_DAYS, user, *n, start, &u.day));
+                        .push(put(USER_DAYS, user, *n, start, &u.day.row()));
                     u.dirty = false;
                 }
             }

@@ -28,18 +28,39 @@ pub async fn position(store: &dyn Store, stream: &StreamId) -> Result<Option<Seq
     Ok(store.projection(NAME, stream).await?.map(|s| s.seq))
 }
 
-/// Every PHI access to any of `patients` (pseudonyms: one patient may be known under a keyed
-/// and a legacy pseudonym) with `occurred_at` in `[from, to)`, each once, by
-/// `(occurred_at, seq)`. One key read per pseudonym and month of the range (an open bound is
-/// the table's oldest or newest row).
-pub async fn accesses_of_patients(
+/// One `patient` row: entry `seq` recorded a PHI access to `patient` (a pseudonym) at `at`, and
+/// its entry hash began with `value.entry_hash_prefix` when the projection verified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRow {
+    pub seq: Seq,
+    pub at: Timestamp,
+    pub patient: String,
+    pub value: PatientAccess,
+}
+
+impl PatientRow {
+    /// Why this row does not describe `access` (read from its entry), if it does not.
+    pub fn mismatch(&self, access: &Access) -> Option<String> {
+        if access.seq != self.seq {
+            return Some(format!("the entry is {}, not {}", access.seq, self.seq));
+        }
+        self.value.mismatch(&self.patient, self.at, access)
+    }
+}
+
+/// The `patient` rows of any of `patients` (pseudonyms: one patient may be known under a keyed
+/// and a legacy pseudonym) with `at` in `[from, to)`, each entry once, by `(at, seq)`: index
+/// reads only, one key read per pseudonym and month of the range (an open bound is the table's
+/// oldest or newest row). The accesses themselves are in the entries they cite
+/// ([`accesses_of_patients`]).
+pub async fn patient_rows(
     store: &dyn Store,
     stream: &StreamId,
     patients: &[String],
     from: Option<Timestamp>,
     to: Option<Timestamp>,
-) -> Result<Vec<Access>, StoreError> {
-    let mut by_seq: BTreeMap<Seq, (Timestamp, Access)> = BTreeMap::new();
+) -> Result<Vec<PatientRow>, StoreError> {
+    let mut by_seq: BTreeMap<Seq, PatientRow> = BTreeMap::new();
     for month in months(store, stream, PATIENTS, from, to).await? {
         for patient in patients {
             let key = month.key(patient);
@@ -51,14 +72,66 @@ pub async fn accesses_of_patients(
             };
             for row in rows(store, stream, &range, usize::MAX).await? {
                 let value: PatientAccess = parse(&row, "patient access")?;
-                let access = Access::from_patient_row(row.ord as Seq, row.at, patient, value);
-                by_seq.entry(access.seq).or_insert((row.at, access));
+                let seq = row.ord as Seq;
+                by_seq.entry(seq).or_insert(PatientRow {
+                    seq,
+                    at: row.at,
+                    patient: patient.clone(),
+                    value,
+                });
             }
         }
     }
-    let mut out: Vec<(Timestamp, Access)> = by_seq.into_values().collect();
-    out.sort_by_key(|(at, a)| (*at, a.seq));
-    Ok(out.into_iter().map(|(_, a)| a).collect())
+    let mut out: Vec<PatientRow> = by_seq.into_values().collect();
+    out.sort_by_key(|r| (r.at, r.seq));
+    Ok(out)
+}
+
+/// Every PHI access to any of `patients` with `occurred_at` in `[from, to)`, each once, by
+/// `(occurred_at, seq)`: the [`patient_rows`], each access read from the ledger entry its row
+/// cites by `seq` and decoded. An entry that is missing, holds no event, or is not the access
+/// its row describes ([`PatientRow::mismatch`]) makes the row corrupt; one whose payload was
+/// purged (retention) is left out, as a rebuild would leave it out. (The entries are read, not
+/// verified: the accounting of disclosures re-verifies each one it cites.)
+pub async fn accesses_of_patients(
+    store: &dyn Store,
+    stream: &StreamId,
+    patients: &[String],
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Vec<Access>, StoreError> {
+    let mut out = Vec::new();
+    for row in patient_rows(store, stream, patients, from, to).await? {
+        let corrupt = |why: String| {
+            StoreError::Corrupt(format!(
+                "{NAME} read model row {PATIENTS}/{}/{} is not a valid patient access: {why}",
+                Month::of(row.at).key(&row.patient),
+                row.seq
+            ))
+        };
+        let entry = store.get(stream, row.seq).await?.ok_or_else(|| {
+            corrupt(format!(
+                "it cites entry {}, which the ledger lacks",
+                row.seq
+            ))
+        })?;
+        let event = match entry.decode_payload() {
+            None => continue,
+            Some(Ok(Payload::Event(event))) => event,
+            Some(_) => {
+                return Err(corrupt(format!(
+                    "it cites entry {}, which holds no event",
+                    row.seq
+                )))
+            }
+        };
+        let access = Access::of_event(row.seq, &entry.entry_hash, &event);
+        if let Some(why) = row.mismatch(&access) {
+            return Err(corrupt(format!("entry {}: {why}", row.seq)));
+        }
+        out.push(access);
+    }
+    Ok(out)
 }
 
 /// The first `limit` PHI accesses by `user` (a pseudonym) with `occurred_at` in `[from, to)`,
@@ -233,9 +306,15 @@ pub async fn user_days(
         let mut found = rows(store, stream, &range, usize::MAX).await?;
         found.sort_by(|a, b| (a.at, &a.key, a.ord).cmp(&(b.at, &b.key, b.ord)));
         for row in &found {
-            let day: UserDay = parse(row, "user-day")?;
-            if day.user != row.key {
+            let mut day: UserDay = parse(row, "user-day")?;
+            // The row's key and `at` hold the user and the day (`UserDay::row`).
+            if day.user.is_empty() {
+                day.user = row.key.clone();
+            } else if day.user != row.key {
                 return Err(corrupt(row, "user-day", "its user is not its key"));
+            }
+            if day.day.is_empty() {
+                day.day = cal.date(row.at).to_string();
             }
             merged
                 .entry((day.day.clone(), day.user.clone()))

@@ -483,6 +483,65 @@ async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
             && err.to_string().contains("1000000"),
         "{err}"
     );
+
+    // A `patient` row holds only a hash prefix; the access is read from the entry it cites,
+    // which must be an access to the row's patient, at its time, with that prefix.
+    let march_rows = read::patient_rows(
+        store.as_ref(),
+        s,
+        &both[..1],
+        utc("2026-03-01T00:00:00Z"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        march_rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        seqs[4..]
+    );
+    let cited = &march_rows[0];
+    let row = |patient: &str, prefix: &str| {
+        RowChange::Put(ReadModelRow {
+            table: PATIENTS.to_owned(),
+            key: Month::of(cited.at).key(patient),
+            ord: cited.seq as i64,
+            at: cited.at,
+            value: json!({ "h": prefix }).to_string(),
+        })
+    };
+    let another = pseudonym(&raw_patient(4), false);
+    for (change, what) in [
+        (
+            row(&another, &cited.value.entry_hash_prefix),
+            "row's patient",
+        ),
+        (row(&both[0], "0000000000000000"), "hash is not"),
+    ] {
+        let saved = store.projection(NAME, s).await.unwrap().expect("projected");
+        store
+            .commit_projection(
+                NAME,
+                s,
+                Some(saved.seq),
+                &saved,
+                std::slice::from_ref(&change),
+            )
+            .await
+            .unwrap();
+        let patient = match &change {
+            RowChange::Put(r) if r.key.ends_with(&another) => another.clone(),
+            _ => both[0].clone(),
+        };
+        let err = read::accesses_of_patients(store.as_ref(), s, &[patient], None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt(_))
+                && err.to_string().contains("patient/")
+                && err.to_string().contains(what),
+            "{err}"
+        );
+    }
 }
 
 async fn check_answers(

@@ -142,15 +142,19 @@ fn day_totals(rows: &Rows, day: &str) -> DayTotals {
     t
 }
 
+/// The user-day of `user` on `day` (site-local, default calendar), late rows merged in. Rows
+/// hold neither the user nor the day (their key and `at` do).
 fn user_day(rows: &Rows, user: &str, day: &str) -> UserDay {
+    let cal = SiteCalendar::new(&AnalyticsConfig::default());
     let mut u = UserDay::default();
-    for (_, _, _, v) in table(rows, USER_DAYS)
+    for (_, _, at, v) in table(rows, USER_DAYS)
         .into_iter()
         .chain(table(rows, USER_DAYS_LATE))
         .filter(|(k, ..)| k == user)
     {
         let d: UserDay = serde_json::from_value(v).unwrap();
-        if d.day == day {
+        assert!(d.user.is_empty() && d.day.is_empty(), "{d:?}");
+        if cal.date(at).to_string() == day {
             u.merge(&d);
         }
     }
@@ -198,17 +202,34 @@ fn a_phi_access_is_a_patient_row_and_a_seq_of_its_user() {
         ("2026-11/0fd71958:1111", 1, Timestamp(MONDAY_10AM))
     );
     assert_eq!(key, &access_key(PATIENT_1, Timestamp(MONDAY_10AM)));
-    let lean: PatientAccess = serde_json::from_value(value.clone()).unwrap();
-    let access = Access::from_patient_row(*ord as Seq, *at, PATIENT_1, lean);
+    let row: PatientAccess = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(row, PatientAccess::of(&hash_of(1)));
+    assert_eq!(row.entry_hash_prefix, hash_of(1).to_hex()[..16]);
+    let access = Access::from_event(1, &hash_of(1), &e, &config).unwrap();
     assert_eq!(
-        Some(access.clone()),
-        Access::from_event(1, &hash_of(1), &e, &config),
-        "the row, its key, ord and at re-derive the access from the entry it cites"
+        row.mismatch(PATIENT_1, *at, &access),
+        None,
+        "the row, its key and at describe the access of the entry it cites"
     );
-    assert_eq!(access.entry_hash, hash_of(1).to_hex());
-    for redundant in ["seq", "occurred_at", "patient"] {
-        assert!(value.get(redundant).is_none(), "{redundant} is in the key");
-    }
+    let other = Access::from_event(1, &hash_of(2), &e, &config).unwrap();
+    assert!(
+        row.mismatch(PATIENT_1, *at, &other).is_some(),
+        "another hash"
+    );
+    assert!(
+        row.mismatch(PATIENT_2, *at, &access).is_some(),
+        "another patient"
+    );
+    assert!(
+        row.mismatch(PATIENT_1, Timestamp(MONDAY_10AM + 1), &access)
+            .is_some(),
+        "another time"
+    );
+    assert_eq!(
+        value.as_object().unwrap().len(),
+        1,
+        "only the hash prefix: the rest is in the entry"
+    );
 
     let user = table(&rows, USER_ACCESSES);
     assert_eq!(user.len(), 1);
@@ -390,7 +411,11 @@ fn late_events_write_rows_of_their_own_contribution() {
             (only.events, only.phi_accesses, only.distinct_patients),
             (1, 1, 1)
         );
-        assert_eq!(only.day, "2026-11-23");
+        assert_eq!(
+            (only.user.as_str(), only.day.as_str()),
+            ("", ""),
+            "in the key and at"
+        );
 
         let monday = day_totals(&rows, "2026-11-23");
         assert_eq!((monday.events, monday.phi_accesses), (2, 2));

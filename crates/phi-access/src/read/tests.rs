@@ -11,6 +11,7 @@ fn the_readers_futures_are_send() {
     if let Some(store) = store {
         let s = StreamId::default();
         send(accesses_of_patients(store, &s, &[], None, None));
+        send(patient_rows(store, &s, &[], None, None));
         send(accesses_of_user(store, &s, "u", None, None, 1));
         send(changes(store, &s, Timestamp(0), Timestamp(1)));
         send(position(store, &s));
