@@ -358,7 +358,8 @@ impl<P: Projection> Runner<P> {
     /// every entry up to the head as of now like [`Runner::catch_up`], but commits at the end
     /// only when [`COMMIT_INTERVAL`] has passed since the last commit, or when there was
     /// nothing new (the load paused: everything applied is committed at once). Under a steady
-    /// load that is one commit per interval instead of one per step. Call
+    /// load that is one commit per interval instead of one per step; while the head runs ahead
+    /// by more than a commit's worth, one per full batch (`far_behind`). Call
     /// [`Runner::commit_pending`] before dropping a runner that should keep its work.
     pub async fn keep_up(&mut self) -> Result<u64, ProjectionError> {
         self.run(|_, _| {}, CommitAtEnd::WhenDue).await
@@ -454,7 +455,10 @@ impl<P: Projection> Runner<P> {
             let at_head = self.next_seq() >= head
                 && match at_end {
                     CommitAtEnd::Always => true,
-                    CommitAtEnd::WhenDue => self.committed_at.elapsed() >= self.commit_interval,
+                    CommitAtEnd::WhenDue => {
+                        self.committed_at.elapsed() >= self.commit_interval
+                            && !self.far_behind().await?
+                    }
                 };
             if uncommitted >= self.commit_every || at_head || checked.is_err() {
                 if let Some(p) = pending.take() {
@@ -476,6 +480,24 @@ impl<P: Projection> Runner<P> {
         self.uncommitted = uncommitted;
         self.effects = effects;
         Ok(applied)
+    }
+
+    /// Whether the head has moved on by at least a catch-up commit's worth of entries
+    /// ([`Projection::commit_every`]) past what is applied. While it has, following the head
+    /// commits in full catch-up batches rather than once per [`COMMIT_INTERVAL`]: the read
+    /// model is that far behind anyway, and a commit writes each B-tree page it touches once,
+    /// so the more rows per commit, the more share a page. Measured with `scripts/bench-phi
+    /// --events 1000000 --live-seconds 30` (embedded store, 64 appenders while `phi-access`
+    /// follows, 2 cores, 2026-12-03): the projection applied 14 400 entries/s under that load
+    /// before, 19 600/s after (one run each on a noisy shared machine).
+    async fn far_behind(&self) -> Result<bool, ProjectionError> {
+        let head = self
+            .store
+            .head(&self.stream)
+            .await?
+            .map_or(0, |h| h.seq + 1);
+        self.stats.head.store(head, Ordering::Relaxed);
+        Ok(head.saturating_sub(self.next_seq()) >= self.commit_every as u64)
     }
 
     /// Follows the head until `stop` turns true: catches up, then looks again every `poll`.

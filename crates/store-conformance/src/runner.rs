@@ -221,14 +221,15 @@ where
     assert_eq!(rows(reference.as_ref(), &s, BLOCKS).await, blocks);
 
     keep_up_commits_when_due_or_idle(&fresh().await.0, &stream, &events, &blocks).await;
+    far_behind_commits_in_full_batches(fresh().await.0, &stream).await;
 
     // The same traffic read one entry at a time and committed every 2 (one commit spans two
     // reads), with one commit in three failing (before or after it reached the database), each
     // failure followed by a reopen.
     let (real, _) = fresh().await;
-    let flaky: Arc<dyn Store> = Arc::new(FlakyCommits {
-        inner: real.clone(),
-        calls: AtomicUsize::new(0),
+    let flaky: Arc<dyn Store> = Arc::new(Wrapped {
+        fail_commits: true,
+        ..Wrapped::new(real.clone())
     });
     append(&real, &s, &stream[..half]).await;
     let failed = project(&flaky, &s, 2, 1).await;
@@ -288,6 +289,55 @@ where
         saved.seq,
         target - 1,
         "applied up to the damage, not past it"
+    );
+}
+
+/// Following the head when appenders have moved it on by a catch-up commit's worth: the
+/// runner does not commit at the commit interval but in full batches, and commits on its own
+/// interval again once it is close to the head.
+async fn far_behind_commits_in_full_batches(real: Arc<dyn Store>, stream: &[Value]) {
+    let s = StreamId::default();
+    // Ordinary reads: nothing is detected, so nothing but these is appended.
+    let reads: Vec<Value> = stream
+        .iter()
+        .filter(|e| e["action"] == "read" && e["outcome"] == "success")
+        .take(30)
+        .cloned()
+        .collect();
+    append(&real, &s, &reads[..10]).await;
+    let wrapped = Arc::new(Wrapped::new(real.clone()));
+    let store: Arc<dyn Store> = wrapped.clone();
+    let (w, task) = start_writer(&real, &s).await;
+    let mut runner = Runner::open(store, w, SecurityProjection::new(RulesConfig::default()))
+        .await
+        .unwrap();
+    runner.set_commit_every(15);
+    runner.set_commit_interval(std::time::Duration::ZERO);
+    // keep_up's first look at the head finds the genesis entry and 10 events; its second, once
+    // they are applied, finds 20 more: behind by more than a commit's worth.
+    *wrapped.appends_on_head.lock().unwrap() = Some((1, reads[10..].to_vec()));
+    assert_eq!(runner.keep_up().await.unwrap(), 11);
+    assert_eq!(
+        runner.uncommitted(),
+        11,
+        "held although the interval passed"
+    );
+    assert_eq!(runner.stats().commits.load(Ordering::Relaxed), 0);
+    assert_eq!(real.projection(NAME, &s).await.unwrap(), None);
+    // The next step commits the full batch, then the rest at the head (close to it again).
+    assert_eq!(runner.keep_up().await.unwrap(), 20);
+    assert_eq!(runner.uncommitted(), 0);
+    assert_eq!(runner.stats().commits.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        real.projection(NAME, &s).await.unwrap().map(|p| p.seq),
+        Some(30)
+    );
+    drop(runner);
+    task.await.unwrap();
+    assert_eq!(
+        head(real.as_ref(), &s).await,
+        30,
+        "nothing detected, nothing appended"
     );
 }
 
@@ -385,19 +435,49 @@ async fn keep_up_commits_when_due_or_idle(
     assert_eq!(recorded(store.as_ref(), &s).await.len(), events.len());
 }
 
-/// A store whose every third `commit_projection` fails: alternately before it reaches the
-/// database and after it committed (the runner can't tell the two apart).
-struct FlakyCommits {
+/// A store around a real one, with faults and traffic injected: with `fail_commits`, every
+/// third `commit_projection` fails, alternately before it reaches the database and after it
+/// committed (the runner can't tell the two apart); with `appends_on_head`, the `head` call
+/// after the given number of calls first appends those events (appenders moving the head on
+/// while a runner works).
+struct Wrapped {
     inner: Arc<dyn Store>,
     calls: AtomicUsize,
+    fail_commits: bool,
+    appends_on_head: std::sync::Mutex<Option<(usize, Vec<Value>)>>,
+}
+
+impl Wrapped {
+    fn new(inner: Arc<dyn Store>) -> Wrapped {
+        Wrapped {
+            inner,
+            calls: AtomicUsize::new(0),
+            fail_commits: false,
+            appends_on_head: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 #[async_trait]
-impl Store for FlakyCommits {
+impl Store for Wrapped {
     fn describe(&self) -> String {
         self.inner.describe()
     }
     async fn head(&self, s: &StreamId) -> Result<Option<Head>, StoreError> {
+        let due = {
+            let mut pending = self.appends_on_head.lock().unwrap();
+            match pending.as_mut() {
+                Some((0, _)) => pending.take().map(|(_, events)| events),
+                Some((after, _)) => {
+                    *after -= 1;
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(events) = due {
+            append(&self.inner, s, &events).await;
+        }
         self.inner.head(s).await
     }
     async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
@@ -478,7 +558,7 @@ impl Store for FlakyCommits {
     ) -> Result<(), StoreError> {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         let injected = || StoreError::Backend("injected failure".into());
-        match n % 6 {
+        match if self.fail_commits { n % 6 } else { 0 } {
             2 => Err(injected()),
             5 => {
                 self.inner
