@@ -53,9 +53,10 @@
 //! refused with a message to rebuild, so old and new rows never mix definitions.
 //!
 //! Cost: a PHI access with a patient writes one row as it is applied (`patient`, holding only
-//! an entry-hash prefix besides its key, `ord` and `at`: [`PatientAccess`]); a change one; a late event one or
-//! two; once per commit, the aggregates one row per day and per user-day that changed, and one
-//! `user_access` row per user and month with accesses since the last commit (their seqs).
+//! an entry-hash prefix besides its key, `ord` and `at`: [`PatientAccess`]); a change one; a
+//! late event one or two; once per commit, the aggregates one row per day and per user-day
+//! that changed, and one `user_access` row per user and month with accesses since the last
+//! commit (their seqs).
 //!
 //! **Why a user's accesses are seqs per commit, not a row per access.** Until state version 3
 //! each access also wrote a `user` row, a second copy of the access. Rows were 2.2 KB of read
