@@ -4,8 +4,8 @@
 //! Read models are derived data: any of them can be dropped and rebuilt from the ledger, so
 //! unlike entries they may be updated and deleted. Their rows are generic (a table name, a key,
 //! an ordinal, a time and a JSON value) so that every projection runs on every store without
-//! store code per projection; the two indexes (by key and time, by time) make "one patient's six
-//! years" or "security events since Monday" an index range read.
+//! store code per projection; the stores' primary key (table, key, ordinal) and an index by time
+//! make "one patient's six years" or "security events since Monday" an index range read.
 
 use std::collections::HashSet;
 

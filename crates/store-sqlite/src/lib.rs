@@ -54,7 +54,7 @@ pub const PROJECTIONS_FILE: &str = "projections.db";
 pub const SCHEMA_VERSION: i32 = 4;
 
 /// Highest schema version of the projections file this build knows.
-pub const PROJECTIONS_SCHEMA_VERSION: i32 = 2;
+pub const PROJECTIONS_SCHEMA_VERSION: i32 = 3;
 
 const COLUMNS: &str = "stream, seq, recorded_at, payload, payload_digest, prev_hash, entry_hash, kind, occurred_at, action, outcome, actor, patient, phi, idem";
 
@@ -306,7 +306,9 @@ fn corrupt(e: rusqlite::Error) -> StoreError {
 /// A read of `read_model_rows` for `q`: the conditions `q` has, in `(at, key, ord)` order or
 /// its reverse. Always seven parameters (`?1` projection, `?2` stream, `?3` table, `?4` key,
 /// `?5` from, `?6` to, `?7` limit); a condition left out leaves its parameter unused, so one
-/// parameter list fits every variant, and each variant is one cached statement.
+/// parameter list fits every variant, and each variant is one cached statement. The table's
+/// integer id (projections-file schema 3) is looked up once per statement; a table never
+/// written has none, and no rows.
 ///
 /// One key's rows are read through the primary key and sorted (projections-file schema 2 has no
 /// by-key-and-time index). SQLite keeps no statistics here, and left to itself it served "one
@@ -315,7 +317,8 @@ fn corrupt(e: rusqlite::Error) -> StoreError {
 /// column) keeps the time terms and the order from selecting that index.
 fn read_model_sql(q: &RowQuery) -> String {
     let mut sql = String::from(
-        "SELECT tbl, key, ord, at, value FROM read_model_rows WHERE projection = ?1 AND stream = ?2 AND tbl = ?3",
+        "SELECT key, ord, at, value FROM read_model_rows
+         WHERE model = (SELECT id FROM read_models WHERE projection = ?1 AND stream = ?2 AND tbl = ?3)",
     );
     let at = if q.key.is_some() {
         sql.push_str(" AND key = ?4");
@@ -335,6 +338,28 @@ fn read_model_sql(q: &RowQuery) -> String {
         format!(" ORDER BY {at}, key, ord LIMIT ?7")
     });
     sql
+}
+
+/// The integer id of `table` of projection `name` over `stream` (projections-file schema 3),
+/// registered in `tx` if this is the table's first row. Ids are never deleted or reused.
+fn model_id_in(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    stream: &str,
+    table: &str,
+) -> Result<i64, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO read_models (projection, stream, tbl) VALUES (?1, ?2, ?3)
+         ON CONFLICT (projection, stream, tbl) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![name, stream, table]))
+    .and_then(|_| {
+        tx.prepare_cached(
+            "SELECT id FROM read_models WHERE projection = ?1 AND stream = ?2 AND tbl = ?3",
+        )?
+        .query_row(params![name, stream, table], |r| r.get(0))
+    })
+    .map_err(backend)
 }
 
 /// Writes the saved position if it is still `expected`, then applies `changes` in order, all
@@ -392,36 +417,34 @@ fn commit_projection_in(
     }
     let mut put = tx
         .prepare_cached(
-            "INSERT INTO read_model_rows (projection, stream, tbl, key, ord, at, value)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (projection, stream, tbl, key, ord) DO UPDATE SET at = excluded.at, value = excluded.value",
+            "INSERT INTO read_model_rows (model, key, ord, at, value) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (model, key, ord) DO UPDATE SET at = excluded.at, value = excluded.value",
         )
         .map_err(backend)?;
     let mut delete = tx
-        .prepare_cached(
-            "DELETE FROM read_model_rows WHERE projection = ?1 AND stream = ?2 AND tbl = ?3 AND key = ?4 AND ord = ?5",
-        )
+        .prepare_cached("DELETE FROM read_model_rows WHERE model = ?1 AND key = ?2 AND ord = ?3")
         .map_err(backend)?;
+    // A commit writes a handful of tables: their ids, looked up once each.
+    let mut models: Vec<(&str, i64)> = Vec::new();
     // In key order: read-model keys are pseudonyms, random, so rows in arrival order land on
-    // random pages of the primary key and the by-key index; sorted, neighbouring rows share
-    // pages (measured with scripts/bench-phi, 4M entries: the phi-access projection 1.23x
-    // faster). The sort is stable, so changes to one row keep their order.
+    // random pages of the primary key; sorted, neighbouring rows share pages (measured with
+    // scripts/bench-phi, 4M entries: the phi-access projection 1.23x faster). The sort is
+    // stable, so changes to one row keep their order.
     let mut order: Vec<&RowChange> = changes.iter().collect();
     order.sort_by(|a, b| row_id(a).cmp(&row_id(b)));
     for change in order {
-        match change {
-            RowChange::Put(r) => put.execute(params![
-                name,
-                stream,
-                r.table,
-                r.key,
-                r.ord,
-                r.at.micros(),
-                r.value
-            ]),
-            RowChange::Delete { table, key, ord } => {
-                delete.execute(params![name, stream, table, key, ord])
+        let (table, key, ord) = row_id(change);
+        let model = match models.iter().find(|(t, _)| *t == table) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = model_id_in(tx, name, stream, table)?;
+                models.push((table, id));
+                id
             }
+        };
+        match change {
+            RowChange::Put(r) => put.execute(params![model, key, ord, r.at.micros(), r.value]),
+            RowChange::Delete { .. } => delete.execute(params![model, key, ord]),
         }
         .map_err(backend)?;
     }
@@ -880,7 +903,8 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             for sql in [
                 "DELETE FROM projection_positions WHERE projection = ?1 AND stream = ?2",
-                "DELETE FROM read_model_rows WHERE projection = ?1 AND stream = ?2",
+                "DELETE FROM read_model_rows
+                 WHERE model IN (SELECT id FROM read_models WHERE projection = ?1 AND stream = ?2)",
             ] {
                 tx.prepare_cached(sql)
                     .and_then(|mut s| s.execute(params![name, stream.as_str()]))
@@ -915,11 +939,11 @@ impl Store for SqliteStore {
                     ],
                     |r| {
                         Ok(ReadModelRow {
-                            table: r.get(0)?,
-                            key: r.get(1)?,
-                            ord: r.get(2)?,
-                            at: Timestamp(r.get(3)?),
-                            value: r.get(4)?,
+                            table: query.table.clone(),
+                            key: r.get(0)?,
+                            ord: r.get(1)?,
+                            at: Timestamp(r.get(2)?),
+                            value: r.get(3)?,
                         })
                     },
                 )
@@ -935,7 +959,8 @@ mod tests {
     use super::*;
 
     /// The plan of every read-model query shape on a migrated projections file: one key's rows
-    /// come from the primary key, all rows over time from the by-time index.
+    /// come from the primary key, all rows over time from the by-time index, each searched
+    /// for one table's id.
     #[test]
     fn read_model_queries_use_the_index_their_shape_needs() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -965,9 +990,9 @@ mod tests {
                         .unwrap();
                     let plan = plan.join("\n");
                     let index = if key.is_some() {
-                        "sqlite_autoindex_read_model_rows_1"
+                        "SEARCH read_model_rows USING PRIMARY KEY (model=? AND key=?)"
                     } else {
-                        "read_model_rows_at"
+                        "SEARCH read_model_rows USING INDEX read_model_rows_at (model=?"
                     };
                     assert!(plan.contains(index), "{sql}:\n{plan}");
                 }

@@ -351,7 +351,7 @@ async fn read_models_are_not_append_only() {
         .unwrap();
     let conn = Connection::open(dir.path().join(store_sqlite::PROJECTIONS_FILE)).unwrap();
     conn.execute_batch(
-        "INSERT INTO read_model_rows VALUES ('p', 'default', 't', 'k', 0, 0, '{}');
+        "INSERT INTO read_model_rows VALUES (1, 'k', 0, 0, '{}');
          UPDATE read_model_rows SET at = 1;
          UPDATE projection_positions SET updated_at = 0;
          DELETE FROM read_model_rows;
@@ -423,8 +423,10 @@ async fn a_version_3_ledger_leaves_its_read_models_behind() {
     store_conformance::projection::run_all(store).await;
 }
 
-/// A projections file of schema 1 (three indexes on read-model rows): opening it drops the
-/// by-key-and-time index and keeps every row and position, so nothing is rebuilt.
+/// A projections file of schema 1 (three indexes on read-model rows, keyed by text): opening it
+/// drops the by-key-and-time index (schema 2), moves the rows to integer table ids (schema 3),
+/// and keeps every row and position, so nothing is rebuilt; the upgraded file takes new rows
+/// and resets one projection without touching another's.
 #[tokio::test]
 async fn a_version_1_projections_file_keeps_its_rows() {
     use ledger::RowQuery;
@@ -445,7 +447,9 @@ async fn a_version_1_projections_file_keeps_its_rows() {
          INSERT INTO read_model_rows VALUES
              ('p', 'default', 't', 'k', 1, 20, '{\"a\": 1}'),
              ('p', 'default', 't', 'k', 2, 10, '{\"a\": 2}'),
-             ('p', 'default', 't', 'other', 3, 15, '{}');",
+             ('p', 'default', 't', 'other', 3, 15, '{}'),
+             ('p', 'default', 'u', 'k', 4, 5, '{\"u\": 4}'),
+             ('q', 'default', 't', 'k', 5, 1, '{\"q\": 5}');",
     )
     .unwrap();
     let indexes = |conn: &Connection| -> i64 {
@@ -466,10 +470,76 @@ async fn a_version_1_projections_file_keeps_its_rows() {
         store.projection("p", &stream).await.unwrap().map(|p| p.seq),
         Some(0)
     );
-    let rows = store
-        .read_model_rows("p", &stream, &RowQuery::key("t", "k", 10))
+    let rows = |projection: &'static str, query: RowQuery| {
+        let store = &store;
+        let stream = &stream;
+        async move {
+            let rows = store
+                .read_model_rows(projection, stream, &query)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.table.clone(),
+                        r.key.clone(),
+                        r.ord,
+                        r.at.micros(),
+                        r.value.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let row = |t: &str, k: &str, ord: i64, at: i64, v: &str| {
+        (t.to_owned(), k.to_owned(), ord, at, v.to_owned())
+    };
+    assert_eq!(
+        rows("p", RowQuery::key("t", "k", 10)).await,
+        [
+            row("t", "k", 2, 10, r#"{"a": 2}"#),
+            row("t", "k", 1, 20, r#"{"a": 1}"#)
+        ],
+        "one key's rows by time"
+    );
+    assert_eq!(
+        rows("p", RowQuery::table("t", 10)).await,
+        [
+            row("t", "k", 2, 10, r#"{"a": 2}"#),
+            row("t", "other", 3, 15, "{}"),
+            row("t", "k", 1, 20, r#"{"a": 1}"#)
+        ],
+        "a table's rows by time"
+    );
+    assert_eq!(
+        rows("p", RowQuery::table("u", 10)).await,
+        [row("u", "k", 4, 5, r#"{"u": 4}"#)]
+    );
+    assert_eq!(
+        rows("q", RowQuery::table("t", 10)).await,
+        [row("t", "k", 5, 1, r#"{"q": 5}"#)]
+    );
+
+    // A table first written after the upgrade gets an id of its own.
+    let saved = store_conformance::projection::saved(1);
+    let new_row = store_conformance::projection::put("v", "k", 6, 7, serde_json::json!({"v": 6}));
+    store
+        .commit_projection("p", &stream, Some(0), &saved, &[new_row])
         .await
         .unwrap();
-    let got: Vec<(i64, i64)> = rows.iter().map(|r| (r.ord, r.at.micros())).collect();
-    assert_eq!(got, [(2, 10), (1, 20)], "one key's rows by time");
+    let got = rows("p", RowQuery::table("v", 10)).await;
+    let got: Vec<(&str, &str, i64, &str)> = got
+        .iter()
+        .map(|(t, k, ord, _, v)| (t.as_str(), k.as_str(), *ord, v.as_str()))
+        .collect();
+    assert_eq!(got, [("v", "k", 6, r#"{"v":6}"#)]);
+    store.reset_projection("p", &stream).await.unwrap();
+    for table in ["t", "u", "v"] {
+        assert_eq!(rows("p", RowQuery::table(table, 10)).await, []);
+    }
+    assert_eq!(
+        rows("q", RowQuery::table("t", 10)).await,
+        [row("t", "k", 5, 1, r#"{"q": 5}"#)],
+        "another projection's rows stay"
+    );
 }
