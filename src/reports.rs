@@ -208,7 +208,7 @@ async fn recheck_accesses(
         let checked = match src.store.get(src.stream, row.seq).await? {
             None => Rechecked {
                 access: unreadable_access(row, None),
-                row_patient: row.patient.clone(),
+                row_patient: row.value.patient.clone(),
                 problem: problem(
                     "gap",
                     format!("entry {} is missing from the ledger", row.seq),
@@ -244,7 +244,7 @@ async fn recheck_accesses(
                         };
                         Rechecked {
                             access,
-                            row_patient: row.patient.clone(),
+                            row_patient: row.value.patient.clone(),
                             problem,
                         }
                     }
@@ -262,7 +262,7 @@ async fn recheck_accesses(
                         };
                         Rechecked {
                             access: unreadable_access(row, Some(&entry.entry_hash)),
-                            row_patient: row.patient.clone(),
+                            row_patient: row.value.patient.clone(),
                             problem: Some((p, detail)),
                         }
                     }
@@ -288,7 +288,7 @@ fn unreadable_access(row: &read::PatientRow, entry_hash: Option<&Digest>) -> Acc
         outcome: String::new(),
         source: String::new(),
         resource_type: None,
-        patient: Some(row.patient.clone()),
+        patient: Some(row.value.patient.clone()),
     }
 }
 

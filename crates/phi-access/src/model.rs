@@ -62,10 +62,12 @@ impl Access {
 /// Hex digits of the entry hash a `patient` row keeps ([`PatientAccess`]): 64 bits.
 pub const ENTRY_HASH_PREFIX_HEX: usize = 16;
 
-/// The value of a `patient` row: the first [`ENTRY_HASH_PREFIX_HEX`] hex digits of the entry
-/// hash of the access it indexes, and nothing else. The row's key names the patient, its `ord`
-/// the entry's seq and its `at` the time; everything else an access report shows is read from
-/// the cited entry in the ledger, which every report re-reads and re-verifies anyway.
+/// The value of a `patient` row: the patient's pseudonym and the first
+/// [`ENTRY_HASH_PREFIX_HEX`] hex digits of the entry hash of the access it indexes, nothing
+/// else. The row's key is the month and the patient's bucket
+/// ([`crate::projection::Month::patient_key`]), its `ord` the entry's seq and its `at` the
+/// time; everything else an access report shows is read from the cited entry in the ledger,
+/// which every report re-reads and re-verifies anyway.
 ///
 /// **Why so little.** These rows are one per PHI access, most of the read model. Holding the
 /// access's fields (actor, role, action, outcome, source, type and the full hash, 264 bytes of
@@ -75,25 +77,29 @@ pub const ENTRY_HASH_PREFIX_HEX: usize = 16;
 /// rewritten after projection, with hashes recomputed): [`PatientAccess::mismatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientAccess {
+    /// The patient's pseudonym: keyed (`<key id>:<hex>`) or legacy (`sha256:<hex>`).
+    #[serde(rename = "p")]
+    pub patient: String,
     /// The entry hash's first hex digits.
     #[serde(rename = "h")]
     pub entry_hash_prefix: String,
 }
 
 impl PatientAccess {
-    /// The row of an access recorded in the entry with `entry_hash`.
-    pub fn of(entry_hash: &Digest) -> PatientAccess {
+    /// The row of an access to `patient` recorded in the entry with `entry_hash`.
+    pub fn of(patient: &str, entry_hash: &Digest) -> PatientAccess {
         let mut hex = entry_hash.to_hex();
         hex.truncate(ENTRY_HASH_PREFIX_HEX);
         PatientAccess {
+            patient: patient.to_owned(),
             entry_hash_prefix: hex,
         }
     }
 
-    /// Why the row (this value, with the key's `patient` and the row's `at`) does not
-    /// describe `access`, or `None` when it does: the same patient, time and hash prefix.
-    pub fn mismatch(&self, patient: &str, at: Timestamp, access: &Access) -> Option<String> {
-        if access.patient.as_deref() != Some(patient) {
+    /// Why the row (this value, with the row's `at`) does not describe `access`, or `None` when
+    /// it does: the same patient, time and hash prefix.
+    pub fn mismatch(&self, at: Timestamp, access: &Access) -> Option<String> {
+        if access.patient.as_deref() != Some(self.patient.as_str()) {
             Some("the entry is not an access to the row's patient".to_owned())
         } else if access.occurred_at != at.to_rfc3339() {
             Some("the entry's time is not the row's".to_owned())

@@ -8,7 +8,7 @@
 //!
 //! | table           | key            | ord        | at           | value                   |
 //! |-----------------|----------------|------------|--------------|-------------------------|
-//! | `patient`       | month/patient  | entry seq  | occurred_at  | [`PatientAccess`]       |
+//! | `patient`       | month/bucket   | entry seq  | occurred_at  | [`PatientAccess`]       |
 //! | `user_access`   | month/user     | first seq  | month's start | [`UserAccesses`]       |
 //! | `day`           | `YYYY-MM-DD`   | 0          | day's start  | [`DayTotals`]           |
 //! | `user_day`      | user pseud.    | day number | day's start  | [`UserDay`]             |
@@ -17,15 +17,18 @@
 //! | `change`        | action         | entry seq  | occurred_at  | [`Change`]              |
 //!
 //! ("day's start": the instant the site-local day begins, [`SiteCalendar::start_of`];
-//! "month/patient": [`access_key`], the UTC month of `occurred_at` and the pseudonym, e.g.
-//! `2026-11/k1:9f2c…`.)
+//! "month/bucket": [`Month::patient_key`], the UTC month of `occurred_at` and the patient's
+//! bucket, one of [`PATIENT_BUCKETS`] picked by a digest of the pseudonym, e.g. `2026-11/9f2`;
+//! "month/user": [`access_key`], the UTC month and the pseudonym, e.g. `2026-11/k1:9f2c…`.)
 //!
 //! - One patient's six years (the accounting of disclosures) is `patient` by key and time,
 //!   one key read per month: a PHI access writes one row under its month and its patient's
-//!   pseudonym, keyed (`<key id>:<hex>`) or legacy (`sha256:<hex>`) alike, so a patient known
-//!   under both is two key reads per month. The row holds the access's seq (`ord`), time
-//!   (`at`), patient (key) and a prefix of its entry hash, no more: the access is read from the
-//!   ledger by `seq`, as a report re-reads and re-verifies every entry it cites anyway.
+//!   bucket, keyed (`<key id>:<hex>`) or legacy (`sha256:<hex>`) pseudonyms alike, and the
+//!   reader keeps the rows of the bucket that name the patient. A patient known under both
+//!   pseudonyms is two key reads per month (one when both fall in one bucket). The row holds
+//!   the access's seq (`ord`), time (`at`), patient and a prefix of its entry hash, no more:
+//!   the access is read from the ledger by `seq`, as a report re-reads and re-verifies every
+//!   entry it cites anyway.
 //! - One user's month is `user_access` by key (one key read per month), then the listed
 //!   entries from the ledger by `seq` (primary-key reads), each decoded into its [`Access`].
 //! - A period's aggregates are `day` and `user_day` by time (`at` is the instant the site-local
@@ -45,6 +48,18 @@
 //! price is one key read per month of a patient's range (73 for six years), bounded by the
 //! table's own time span ([`crate::read`]).
 //!
+//! **Why `patient` rows are keyed by bucket, not by pseudonym.** Within a month, rows keyed by
+//! the pseudonym still land at random places of the month's region of the by-key index, and
+//! that region grows with the month: while following a busy head, each commit rewrote about
+//! one index page per row, and the pages rewritten went to the write-ahead log and again to
+//! the file at the checkpoint (most of the projection's time, in a profile of 64 live
+//! appenders on the embedded store). Keyed by (month, bucket) with the seq as `ord`, a row is
+//! appended at the end of its bucket: a commit writes the tail page of each bucket that got a
+//! row, at most [`PATIENT_BUCKETS`], however large the month, and rows fill pages in order.
+//! The price is on the reading side: a key read returns the bucket's rows of the month, about
+//! 1/4096 of its accesses, and the reader drops those of other patients (about 2 500 rows for
+//! six years of ten million accesses). Measured in docs/PERFORMANCE.md (session 13).
+//!
 //! Days and working hours are the site's ([`SiteCalendar`]). Every entry with an event counts
 //! in the aggregates, the ledger's own entries (e.g. `security_event`, by source
 //! `auditledger-security`) included; the genesis entry and purged payloads count nowhere. The
@@ -53,10 +68,10 @@
 //! refused with a message to rebuild, so old and new rows never mix definitions.
 //!
 //! Cost: a PHI access with a patient writes one row as it is applied (`patient`, holding only
-//! an entry-hash prefix besides its key, `ord` and `at`: [`PatientAccess`]); a change one; a
-//! late event one or two; once per commit, the aggregates one row per day and per user-day
-//! that changed, and one `user_access` row per user and month with accesses since the last
-//! commit (their seqs).
+//! the pseudonym and an entry-hash prefix besides its key, `ord` and `at`: [`PatientAccess`]);
+//! a change one; a late event one or two; once per commit, the aggregates one row per day and
+//! per user-day that changed, and one `user_access` row per user and month with accesses
+//! since the last commit (their seqs).
 //!
 //! **Why a user's accesses are seqs per commit, not a row per access.** Until state version 3
 //! each access also wrote a `user` row, a second copy of the access. Rows were 2.2 KB of read
@@ -135,8 +150,14 @@ pub const CHANGES: &str = "change";
 /// version 1 keyed them by the pseudonym alone; version 3 keeps the access without what the
 /// key holds in `patient` rows, replaces `user` rows with `user_access` rows, and saves the
 /// configuration's fingerprint; version 4 keeps only an entry-hash prefix in `patient` rows
-/// (the access itself is read from the cited entry).
-pub const STATE_VERSION: u32 = 4;
+/// (the access itself is read from the cited entry); version 5 keys `patient` rows by month
+/// and bucket ([`Month::patient_key`]) and names the patient in the row.
+pub const STATE_VERSION: u32 = 5;
+
+/// How many buckets a month's `patient` rows are spread over (see the module doc): a commit
+/// writes at most this many tail pages of the by-key index, and a key read returns about
+/// 1/`PATIENT_BUCKETS` of the month's accesses.
+pub const PATIENT_BUCKETS: u64 = 4096;
 
 /// A UTC calendar month, the bucket of the `patient` and `user_access` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,9 +204,20 @@ impl Month {
         months
     }
 
-    /// The key of `pseudonym`'s rows of this month in the `patient` and `user_access` tables.
+    /// The key of `pseudonym`'s rows of this month in the `user_access` table.
     pub fn key(self, pseudonym: &str) -> String {
         format!("{:04}-{:02}/{pseudonym}", self.year, self.month)
+    }
+
+    /// The key of the `patient` rows of this month that may name `pseudonym`: the month and
+    /// the patient's bucket ([`patient_bucket`]), three hex digits.
+    pub fn patient_key(self, pseudonym: &str) -> String {
+        format!(
+            "{:04}-{:02}/{:03x}",
+            self.year,
+            self.month,
+            patient_bucket(pseudonym)
+        )
     }
 
     /// The month's first instant (UTC): the `at` of its `user_access` rows.
@@ -197,10 +229,16 @@ impl Month {
     }
 }
 
-/// The key of the `patient` row of an access at `at` to `pseudonym` (and of the `user_access`
-/// row of its user): the UTC month, then the pseudonym (see the module doc for why).
+/// The key of the `user_access` row of an access at `at` by the user `pseudonym`: the UTC
+/// month, then the pseudonym (see the module doc for why).
 pub fn access_key(pseudonym: &str, at: Timestamp) -> String {
     Month::of(at).key(pseudonym)
+}
+
+/// The bucket of a patient's `patient` rows, below [`PATIENT_BUCKETS`]: the top bits of
+/// [`patient_digest`], so pseudonyms spread evenly and every platform and run agrees.
+pub fn patient_bucket(pseudonym: &str) -> u64 {
+    patient_digest(pseudonym) >> (64 - PATIENT_BUCKETS.trailing_zeros())
 }
 
 /// The PHI-access projection. `config` must have passed [`AnalyticsConfig::validate`].
@@ -539,10 +577,10 @@ impl Projection for PhiAccessProjection {
             if let Some(patient) = &a.patient {
                 effects.changes.push(put(
                     PATIENTS,
-                    &month.key(patient),
+                    &month.patient_key(patient),
                     ord,
                     at,
-                    &PatientAccess::of(&entry.entry_hash),
+                    &PatientAccess::of(patient, &entry.entry_hash),
                 ));
             }
             if let Some(user) = &a.user {

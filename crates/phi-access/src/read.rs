@@ -7,7 +7,7 @@
 //! not parse is [`StoreError::Corrupt`], naming the row: the read model is derived data, and
 //! the remedy is a rebuild.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use ledger::readmodel::{paged, RowRange as Range, StoreRows};
@@ -28,13 +28,13 @@ pub async fn position(store: &dyn Store, stream: &StreamId) -> Result<Option<Seq
     Ok(store.projection(NAME, stream).await?.map(|s| s.seq))
 }
 
-/// One `patient` row: entry `seq` recorded a PHI access to `patient` (a pseudonym) at `at`, and
-/// its entry hash began with `value.entry_hash_prefix` when the projection verified it.
+/// One `patient` row: entry `seq` recorded a PHI access to `value.patient` (a pseudonym) at
+/// `at`, and its entry hash began with `value.entry_hash_prefix` when the projection verified
+/// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientRow {
     pub seq: Seq,
     pub at: Timestamp,
-    pub patient: String,
     pub value: PatientAccess,
 }
 
@@ -44,15 +44,15 @@ impl PatientRow {
         if access.seq != self.seq {
             return Some(format!("the entry is {}, not {}", access.seq, self.seq));
         }
-        self.value.mismatch(&self.patient, self.at, access)
+        self.value.mismatch(self.at, access)
     }
 }
 
 /// The `patient` rows of any of `patients` (pseudonyms: one patient may be known under a keyed
 /// and a legacy pseudonym) with `at` in `[from, to)`, each entry once, by `(at, seq)`: index
-/// reads only, one key read per pseudonym and month of the range (an open bound is the table's
-/// oldest or newest row). The accesses themselves are in the entries they cite
-/// ([`accesses_of_patients`]).
+/// reads only, one key read per bucket of the pseudonyms and month of the range (an open bound
+/// is the table's oldest or newest row), keeping the rows that name one of `patients`. The
+/// accesses themselves are in the entries they cite ([`accesses_of_patients`]).
 pub async fn patient_rows(
     store: &dyn Store,
     stream: &StreamId,
@@ -62,21 +62,23 @@ pub async fn patient_rows(
 ) -> Result<Vec<PatientRow>, StoreError> {
     let mut by_seq: BTreeMap<Seq, PatientRow> = BTreeMap::new();
     for month in months(store, stream, PATIENTS, from, to).await? {
-        for patient in patients {
-            let key = month.key(patient);
+        let keys: BTreeSet<String> = patients.iter().map(|p| month.patient_key(p)).collect();
+        for key in &keys {
             let range = Range {
                 table: PATIENTS,
-                key: Some(&key),
+                key: Some(key),
                 from,
                 to,
             };
             for row in rows(store, stream, &range, usize::MAX).await? {
                 let value: PatientAccess = parse(&row, "patient access")?;
+                if !patients.contains(&value.patient) {
+                    continue;
+                }
                 let seq = row.ord as Seq;
                 by_seq.entry(seq).or_insert(PatientRow {
                     seq,
                     at: row.at,
-                    patient: patient.clone(),
                     value,
                 });
             }
@@ -105,7 +107,7 @@ pub async fn accesses_of_patients(
         let corrupt = |why: String| {
             StoreError::Corrupt(format!(
                 "{NAME} read model row {PATIENTS}/{}/{} is not a valid patient access: {why}",
-                Month::of(row.at).key(&row.patient),
+                Month::of(row.at).patient_key(&row.value.patient),
                 row.seq
             ))
         };

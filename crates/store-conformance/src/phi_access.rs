@@ -15,8 +15,8 @@ use ledger::{
     RowChange, RowQuery, Seq, Store, StoreError, StreamId, SystemClock, Timestamp, WriterConfig,
 };
 use phi_access::projection::{
-    Month, PhiAccessProjection, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS, USER_ACCESSES, USER_DAYS,
-    USER_DAYS_LATE,
+    patient_bucket, Month, PhiAccessProjection, CHANGES, DAYS, DAYS_LATE, NAME, PATIENTS,
+    USER_ACCESSES, USER_DAYS, USER_DAYS_LATE,
 };
 use phi_access::{read, AnalyticsConfig, SiteCalendar};
 use serde_json::{json, Value};
@@ -178,6 +178,19 @@ fn traffic() -> Vec<Known> {
             _ => {}
         }
     }
+    // Reads of a patient whose rows share patient 0's bucket: the readers must tell them apart.
+    for day in [2, 5] {
+        out.push(known(
+            day,
+            11,
+            0,
+            "read",
+            "success",
+            2,
+            Some(neighbour()),
+            None,
+        ));
+    }
     // Day 3 at 22:30 local (03:30 UTC on day 4): out of order, but day 3 is still open.
     out.push(known(3, 22, 30, "read", "success", 0, Some(4), None));
     // Day 1: 4 days behind the newest (day 5), closed: late.
@@ -190,6 +203,15 @@ fn traffic() -> Vec<Known> {
     legacy.late = true;
     out.push(legacy);
     out
+}
+
+/// The first patient after the six of the daily traffic whose keyed pseudonym falls in patient
+/// 0's bucket of `patient` rows ([`patient_bucket`]): one in 4096 does.
+fn neighbour() -> usize {
+    let bucket = |k: usize| patient_bucket(&pseudonym(&raw_patient(k), false));
+    (6..)
+        .find(|&k| bucket(k) == bucket(0))
+        .expect("some patient shares the bucket")
 }
 
 /// Makes `known` (an access by user `u` to `patient`) an import from the legacy system: its
@@ -503,10 +525,10 @@ async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
     let row = |patient: &str, prefix: &str| {
         RowChange::Put(ReadModelRow {
             table: PATIENTS.to_owned(),
-            key: Month::of(cited.at).key(patient),
+            key: Month::of(cited.at).patient_key(patient),
             ord: cited.seq as i64,
             at: cited.at,
-            value: json!({ "h": prefix }).to_string(),
+            value: json!({ "p": patient, "h": prefix }).to_string(),
         })
     };
     let another = pseudonym(&raw_patient(4), false);
@@ -529,7 +551,7 @@ async fn check_months(store: &Arc<dyn Store>, s: &StreamId) {
             .await
             .unwrap();
         let patient = match &change {
-            RowChange::Put(r) if r.key.ends_with(&another) => another.clone(),
+            RowChange::Put(r) if r.value.contains(another.as_str()) => another.clone(),
             _ => both[0].clone(),
         };
         let err = read::accesses_of_patients(store.as_ref(), s, &[patient], None, None)
@@ -556,7 +578,7 @@ async fn check_answers(
 
     // No raw identifier anywhere in the read model.
     let mut raw: Vec<String> = (0..4).map(raw_user).collect();
-    raw.extend((0..6).map(raw_patient));
+    raw.extend((0..6).chain([neighbour()]).map(raw_patient));
     raw.extend((0..4).map(|u| format!("10.9.8.{u}")));
     raw.extend(["sess-x".to_owned(), "res-x".to_owned()]);
     for (table, rows) in rows {
@@ -592,6 +614,24 @@ async fn check_answers(
     assert!(got
         .iter()
         .any(|a| a.patient.as_deref() == Some(both[1].as_str())));
+    // Every patient, the bucket's neighbour of patient 0 included: exactly their accesses.
+    for k in (0..6).chain([neighbour()]) {
+        let keyed = pseudonym(&raw_patient(k), false);
+        let want: Vec<Seq> = events
+            .iter()
+            .filter(|(_, e)| !e.legacy && e.patient == Some(raw_patient(k)))
+            .map(|(seq, _)| *seq)
+            .collect();
+        let mut got: Vec<Seq> = read::accesses_of_patients(store, s, &[keyed], None, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.seq)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "accesses of patient {k}");
+        assert!(!want.is_empty());
+    }
     // Repeated keys and a time range.
     let (from, to) = (local(1, 0, 0), local(4, 0, 0));
     let in_range = read::accesses_of_patients(

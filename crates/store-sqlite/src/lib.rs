@@ -126,8 +126,30 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
     // 32 MiB of page cache (the default is 2 MiB): read-model rows are keyed by pseudonyms,
     // so their index inserts land on random pages, and a small cache rereads them per row.
     conn.pragma_update(None, "cache_size", -32_768)?;
+    if let Durability::Checkpoints = durability {
+        for (pragma, value) in PROJECTIONS_PRAGMAS {
+            conn.pragma_update(None, pragma, value)?;
+        }
+    }
     Ok(())
 }
+
+/// Settings of the projections file's writer. A projection's commit holds tens of thousands of
+/// rows (`phi-access` commits 65 536 entries at a time while behind): with 32 MiB of cache the
+/// pages it dirties overflow into the write-ahead log before the commit (and are read back),
+/// and with the default automatic checkpoint (1 000 pages) every commit is followed by a
+/// checkpoint that copies each page it wrote back into the file, so a page written by
+/// successive commits is copied once per commit. The cache is an upper bound, taken as used; the
+/// log is cut back to `journal_size_limit` after a checkpoint, so a burst does not leave a
+/// large file behind. Measured in docs/PERFORMANCE.md (session 13).
+const PROJECTIONS_PRAGMAS: [(&str, i64); 3] = [
+    // 256 MiB (negative: KiB).
+    ("cache_size", -262_144),
+    // Pages (4 KiB): 64 MiB of log between checkpoints.
+    ("wal_autocheckpoint", 16_384),
+    // Bytes.
+    ("journal_size_limit", 64 << 20),
+];
 
 /// Opens (creating if needed) the database file at `path`, applies `migrations` and checks that
 /// the file is at `version`: the writer and a read-only reader.

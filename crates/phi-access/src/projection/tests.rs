@@ -196,39 +196,38 @@ fn a_phi_access_is_a_patient_row_and_a_seq_of_its_user() {
     let patient = table(&rows, PATIENTS);
     assert_eq!(patient.len(), 1);
     let (key, ord, at, value) = &patient[0];
-    // Monday 2026-11-23: the November 2026 rows of the patient.
+    // Monday 2026-11-23: the November 2026 rows of the patient's bucket.
     assert_eq!(
         (key.as_str(), *ord, *at),
-        ("2026-11/0fd71958:1111", 1, Timestamp(MONDAY_10AM))
+        ("2026-11/7d5", 1, Timestamp(MONDAY_10AM))
     );
-    assert_eq!(key, &access_key(PATIENT_1, Timestamp(MONDAY_10AM)));
+    assert_eq!(
+        key,
+        &Month::of(Timestamp(MONDAY_10AM)).patient_key(PATIENT_1)
+    );
     let row: PatientAccess = serde_json::from_value(value.clone()).unwrap();
-    assert_eq!(row, PatientAccess::of(&hash_of(1)));
+    assert_eq!(row, PatientAccess::of(PATIENT_1, &hash_of(1)));
+    assert_eq!(row.patient, PATIENT_1);
     assert_eq!(row.entry_hash_prefix, hash_of(1).to_hex()[..16]);
     let access = Access::from_event(1, &hash_of(1), &e, &config).unwrap();
     assert_eq!(
-        row.mismatch(PATIENT_1, *at, &access),
+        row.mismatch(*at, &access),
         None,
-        "the row, its key and at describe the access of the entry it cites"
+        "the row and its at describe the access of the entry it cites"
     );
     let other = Access::from_event(1, &hash_of(2), &e, &config).unwrap();
+    assert!(row.mismatch(*at, &other).is_some(), "another hash");
+    let elsewhere = event(MONDAY_10AM, "read", Some(USER_A), Some(PATIENT_2));
+    let elsewhere = Access::from_event(1, &hash_of(1), &elsewhere, &config).unwrap();
+    assert!(row.mismatch(*at, &elsewhere).is_some(), "another patient");
     assert!(
-        row.mismatch(PATIENT_1, *at, &other).is_some(),
-        "another hash"
-    );
-    assert!(
-        row.mismatch(PATIENT_2, *at, &access).is_some(),
-        "another patient"
-    );
-    assert!(
-        row.mismatch(PATIENT_1, Timestamp(MONDAY_10AM + 1), &access)
-            .is_some(),
+        row.mismatch(Timestamp(MONDAY_10AM + 1), &access).is_some(),
         "another time"
     );
     assert_eq!(
         value.as_object().unwrap().len(),
-        1,
-        "only the hash prefix: the rest is in the entry"
+        2,
+        "only the patient and the hash prefix: the rest is in the entry"
     );
 
     let user = table(&rows, USER_ACCESSES);
@@ -377,11 +376,16 @@ fn legacy_patient_pseudonyms_are_keys_like_any_other() {
         event(MONDAY_10AM + 1, "read", Some(USER_A), Some(PATIENT_1)),
     ];
     let (rows, _) = run(&config, &events, &[]);
-    let keys: Vec<String> = table(&rows, PATIENTS).into_iter().map(|r| r.0).collect();
-    assert_eq!(
-        keys,
-        [format!("2026-11/{PATIENT_1}"), format!("2026-11/{legacy}")]
-    );
+    let rows_of = |p: &str| -> Vec<(String, i64)> {
+        table(&rows, PATIENTS)
+            .into_iter()
+            .filter(|r| r.3["p"] == p)
+            .map(|r| (r.0, r.1))
+            .collect()
+    };
+    let november = Month::of(Timestamp(MONDAY_10AM));
+    assert_eq!(rows_of(&legacy), [(november.patient_key(&legacy), 1)]);
+    assert_eq!(rows_of(PATIENT_1), [(november.patient_key(PATIENT_1), 2)]);
     assert_eq!(user_day(&rows, USER_A, "2026-11-23").distinct_patients, 2);
 }
 
@@ -681,6 +685,29 @@ fn access_rows_are_keyed_by_utc_month_then_pseudonym() {
         access_key("sha256:ff", utc("0999-01-01T00:00:00Z")),
         "0999-01/sha256:ff"
     );
+}
+
+#[test]
+fn patient_rows_are_keyed_by_utc_month_then_bucket() {
+    let bucket = |p: &str| Month::of(utc("2026-12-01T04:30:00Z")).patient_key(p);
+    // The UTC month, then three hex digits: the top 12 bits of the pseudonym's digest.
+    assert_eq!(
+        bucket("k:ab"),
+        format!("2026-12/{:03x}", patient_bucket("k:ab"))
+    );
+    assert_eq!(
+        patient_bucket("k:ab"),
+        u64::from_be_bytes(blake3::hash(b"k:ab").as_bytes()[..8].try_into().unwrap()) >> 52
+    );
+    // Pseudonyms spread over every bucket, evenly: 64 per bucket on average here, and no
+    // bucket gets three times its share.
+    let mut counts = vec![0u32; PATIENT_BUCKETS as usize];
+    for i in 0..PATIENT_BUCKETS * 64 {
+        let b = patient_bucket(&format!("k1:{i:064x}"));
+        assert!(b < PATIENT_BUCKETS);
+        counts[b as usize] += 1;
+    }
+    assert!(counts.iter().all(|&n| (8..192).contains(&n)), "{counts:?}");
 }
 
 #[test]
