@@ -212,12 +212,12 @@ impl Month {
     /// The key of the `patient` rows of this month that may name `pseudonym`: the month and
     /// the patient's bucket ([`patient_bucket`]), three hex digits.
     pub fn patient_key(self, pseudonym: &str) -> String {
-        format!(
-            "{:04}-{:02}/{:03x}",
-            self.year,
-            self.month,
-            patient_bucket(pseudonym)
-        )
+        self.bucket_key(patient_bucket(pseudonym))
+    }
+
+    /// [`Month::patient_key`] of a bucket.
+    fn bucket_key(self, bucket: u64) -> String {
+        format!("{:04}-{:02}/{bucket:03x}", self.year, self.month)
     }
 
     /// The month's first instant (UTC): the `at` of its `user_access` rows.
@@ -238,7 +238,12 @@ pub fn access_key(pseudonym: &str, at: Timestamp) -> String {
 /// The bucket of a patient's `patient` rows, below [`PATIENT_BUCKETS`]: the top bits of
 /// [`patient_digest`], so pseudonyms spread evenly and every platform and run agrees.
 pub fn patient_bucket(pseudonym: &str) -> u64 {
-    patient_digest(pseudonym) >> (64 - PATIENT_BUCKETS.trailing_zeros())
+    bucket_of(patient_digest(pseudonym))
+}
+
+/// The bucket of a patient whose [`patient_digest`] is `digest`.
+fn bucket_of(digest: u64) -> u64 {
+    digest >> (64 - PATIENT_BUCKETS.trailing_zeros())
 }
 
 /// The PHI-access projection. `config` must have passed [`AnalyticsConfig::validate`].
@@ -291,6 +296,9 @@ struct Facts<'a> {
     export: bool,
     change: bool,
     phi_read: bool,
+    /// The [`patient_digest`] of a PHI access's patient: computed once, for the `patient` row's
+    /// bucket and the user-day's distinct patients.
+    patient: Option<u64>,
 }
 
 impl<'a> Facts<'a> {
@@ -313,6 +321,9 @@ impl<'a> Facts<'a> {
             change: listed(&config.change_actions),
             phi_read: access.is_some()
                 && Action::parse(&event.action).map(|a| a.class()) == Some(ActionClass::Read),
+            patient: access
+                .and_then(|a| a.patient.as_deref())
+                .map(patient_digest),
         }
     }
 
@@ -387,11 +398,6 @@ impl<'a> Facts<'a> {
                 u.after_hours_phi += 1;
             }
         }
-    }
-
-    /// The patient of a PHI access.
-    fn patient(&self) -> Option<&'a str> {
-        self.access.and_then(|a| a.patient.as_deref())
     }
 }
 
@@ -469,8 +475,8 @@ impl PhiAccessProjection {
                 }),
         };
         f.add_to_user_day(&mut u.day);
-        if let Some(p) = f.patient() {
-            u.patients.insert(patient_digest(p));
+        if let Some(p) = f.patient {
+            u.patients.insert(p);
             u.day.distinct_patients = u.patients.len() as u64;
         }
         u.dirty = true;
@@ -496,7 +502,7 @@ impl PhiAccessProjection {
                 ..UserDay::default()
             };
             f.add_to_user_day(&mut u);
-            u.distinct_patients = u64::from(f.patient().is_some());
+            u.distinct_patients = u64::from(f.patient.is_some());
             effects
                 .changes
                 .push(put(USER_DAYS_LATE, user, ord, start, &u.row()));
@@ -572,12 +578,13 @@ impl Projection for PhiAccessProjection {
         let at = Timestamp(e.occurred_at);
         let ord = entry.seq as i64;
         let access = Access::from_event(entry.seq, &entry.entry_hash, e, &self.config);
+        let facts = Facts::of(entry.seq, e, access.as_ref(), &self.cal, &self.config);
         if let Some(a) = &access {
             let month = Month::of(at);
-            if let Some(patient) = &a.patient {
+            if let (Some(patient), Some(digest)) = (&a.patient, facts.patient) {
                 effects.changes.push(put(
                     PATIENTS,
-                    &month.patient_key(patient),
+                    &month.bucket_key(bucket_of(digest)),
                     ord,
                     at,
                     &PatientAccess::of(patient, &entry.entry_hash),
@@ -590,7 +597,6 @@ impl Projection for PhiAccessProjection {
                     .push(entry.seq);
             }
         }
-        let facts = Facts::of(entry.seq, e, access.as_ref(), &self.cal, &self.config);
         if facts.change {
             let change = Change {
                 seq: entry.seq,
