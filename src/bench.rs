@@ -330,9 +330,15 @@ pub struct BenchSchema {
 }
 
 impl BenchSchema {
+    /// A fresh schema, named by `prefix` and the process id.
     pub async fn create(url: &str, prefix: &str) -> anyhow::Result<BenchSchema> {
+        BenchSchema::named(url, &format!("{prefix}_{}", std::process::id())).await
+    }
+
+    /// The schema `name`, created if missing, migrated to the current version.
+    pub async fn named(url: &str, name: &str) -> anyhow::Result<BenchSchema> {
         use anyhow::Context as _;
-        let name = store_postgres::SchemaName::new(&format!("{prefix}_{}", std::process::id()))?;
+        let name = store_postgres::SchemaName::new(name)?;
         store_postgres::migrate(url, &name)
             .await
             .with_context(|| format!("cannot prepare {}", store_postgres::describe_url(url)))?;

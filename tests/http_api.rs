@@ -526,6 +526,9 @@ async fn auditors_read_verify_and_export_with_pseudonyms_only() {
         "auditledger_append_request_events_bucket",
         "auditledger_verify_runs_total{outcome=\"intact\"}",
         "auditledger_writer_batches_total",
+        "auditledger_projection_lag_entries{projection=\"phi-access\"}",
+        "auditledger_projection_row_writes_total{projection=\"security\"}",
+        "auditledger_projection_seconds_total{projection=\"retention\",phase=\"commit_wait\"}",
     ] {
         assert!(metrics.contains(name), "{name} in\n{metrics}");
     }

@@ -506,6 +506,13 @@ fn the_compliance_report_shows_retention_checks_and_holds() {
     let summary: Value = serde_json::from_str(rebuilt.trim()).unwrap();
     assert_eq!(summary["projection"], json!("retention"));
     assert_eq!(summary["ok"], json!(true));
+    assert!(summary["row_writes"].as_u64().unwrap() > 0, "{summary}");
+    for phase in ["read", "apply", "commit_wait"] {
+        assert!(
+            summary["phase_seconds"][phase].as_f64().unwrap() >= 0.0,
+            "{summary}"
+        );
+    }
     let again: Value = serde_json::from_str(&report("json")).unwrap();
     assert_eq!(&again["retention"], section);
 }

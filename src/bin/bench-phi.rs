@@ -26,6 +26,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,10 @@ struct Args {
     /// Keep the PostgreSQL schema instead of dropping it.
     #[arg(long)]
     keep_schema: bool,
+    /// Use this PostgreSQL schema, created if missing and kept at the end: a second run on a
+    /// kept schema (see --keep-schema for its name) skips the fill, like --data-dir.
+    #[arg(long, requires = "database_url")]
+    schema: Option<String>,
 }
 
 const USERS: u64 = 500;
@@ -156,12 +161,17 @@ async fn main() -> anyhow::Result<()> {
             run(&args, store, "the embedded store").await
         }
         Some(url) => {
-            let schema = BenchSchema::create(&url, "bench_phi").await?;
+            let schema = match &args.schema {
+                Some(name) => BenchSchema::named(&url, name).await?,
+                None => BenchSchema::create(&url, "bench_phi").await?,
+            };
             let outcome = match schema.store().await {
                 Ok(store) => run(&args, store, "PostgreSQL").await,
                 Err(e) => Err(e),
             };
-            schema.finish(args.keep_schema).await?;
+            schema
+                .finish(args.keep_schema || args.schema.is_some())
+                .await?;
             outcome
         }
     }
@@ -249,6 +259,13 @@ async fn run(args: &Args, store: Arc<dyn Store>, which: &str) -> anyhow::Result<
         "projection phi-access from zero: {applied} entries in {:.1} s = {:.0} entries/s (one core applies; decoding on all)",
         secs(took),
         applied as f64 / secs(took)
+    );
+    let stats = runner.stats();
+    let rows = stats.row_writes.load(Ordering::Relaxed);
+    println!(
+        "  {rows} read-model row writes ({:.2} per entry); {}",
+        rows as f64 / applied.max(1) as f64,
+        stats.phases()
     );
     drop(runner);
 

@@ -153,7 +153,9 @@ async fn run_projection<P: Projection>(
                 "position": runner.next_seq().checked_sub(1),
                 "head_seq": stats.head.load(Ordering::Relaxed).checked_sub(1),
                 "own_entries": stats.own_entries.load(Ordering::Relaxed),
+                "row_writes": stats.row_writes.load(Ordering::Relaxed),
                 "seconds": elapsed,
+                "phase_seconds": stats.phases(),
             });
             if args.json {
                 println!("{summary}");
@@ -163,6 +165,11 @@ async fn run_projection<P: Projection>(
                     applied as f64 / elapsed.max(1e-9),
                     runner.next_seq().saturating_sub(1),
                     stats.own_entries.load(Ordering::Relaxed),
+                );
+                println!(
+                    "  {} read-model row writes; {}",
+                    stats.row_writes.load(Ordering::Relaxed),
+                    stats.phases()
                 );
             }
             EXIT_OK

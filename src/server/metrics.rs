@@ -8,7 +8,7 @@
 //! Labels carry only fixed words (outcome, reason, route template): never identifiers,
 //! token names or paths with values in them.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,16 @@ pub struct ProjectionLabel {
     pub projection: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionPhaseLabel {
+    pub projection: &'static str,
+    /// read, apply or commit_wait ([`ledger::projection::PhaseSeconds`]).
+    pub phase: &'static str,
+}
+
+/// Seconds, as a counter.
+pub type SecondsCounter = Counter<f64, AtomicU64>;
+
 pub struct Metrics {
     registry: Registry,
     /// Append requests by outcome (ok, invalid, too_large, busy, conflict, error).
@@ -65,6 +75,13 @@ pub struct Metrics {
     pub projection_position: Family<ProjectionLabel, Gauge>,
     pub projection_lag: Family<ProjectionLabel, Gauge>,
     pub projection_damaged: Family<ProjectionLabel, Gauge>,
+    /// Read-model row changes each projection committed: with the entries it applied, what
+    /// it costs the store.
+    pub projection_row_writes: Family<ProjectionLabel, Counter>,
+    /// Where each projection's time goes (read, apply, commit_wait): a projection that lags
+    /// behind the head says whether the store's reads, its own work or the store's commits
+    /// hold it back.
+    pub projection_seconds: Family<ProjectionPhaseLabel, SecondsCounter>,
     writer: Arc<WriterCollector>,
 }
 
@@ -143,6 +160,18 @@ impl Metrics {
             "1 while a projection is stopped before an entry that failed verification",
             projection_damaged.clone(),
         );
+        let projection_row_writes = Family::<ProjectionLabel, Counter>::default();
+        registry.register(
+            "projection_row_writes",
+            "Read-model row changes each projection committed",
+            projection_row_writes.clone(),
+        );
+        let projection_seconds = Family::<ProjectionPhaseLabel, SecondsCounter>::default();
+        registry.register(
+            "projection_seconds",
+            "Seconds each projection spent reading entries, applying them and waiting for its commits",
+            projection_seconds.clone(),
+        );
         let writer = Arc::new(WriterCollector {
             writer: Mutex::new(Some(writer)),
         });
@@ -161,6 +190,8 @@ impl Metrics {
             projection_position,
             projection_lag,
             projection_damaged,
+            projection_row_writes,
+            projection_seconds,
             writer,
         }
     }
@@ -168,10 +199,22 @@ impl Metrics {
     /// The gauges of projection `name`.
     pub fn projection(&self, name: &'static str) -> super::projections::ProjectionGauges {
         let label = ProjectionLabel { projection: name };
+        let seconds = |phase| {
+            self.projection_seconds
+                .get_or_create(&ProjectionPhaseLabel {
+                    projection: name,
+                    phase,
+                })
+                .clone()
+        };
         super::projections::ProjectionGauges {
             position: self.projection_position.get_or_create(&label).clone(),
             lag: self.projection_lag.get_or_create(&label).clone(),
             damaged: self.projection_damaged.get_or_create(&label).clone(),
+            row_writes: self.projection_row_writes.get_or_create(&label).clone(),
+            read_seconds: seconds("read"),
+            apply_seconds: seconds("apply"),
+            commit_wait_seconds: seconds("commit_wait"),
         }
     }
 

@@ -9,10 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger::projection::{Projection, ProjectionError, Runner};
+use ledger::projection::{PhaseSeconds, Projection, ProjectionError, Runner, RunnerStats};
 use ledger::{GroupCommitWriter, Store};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
+
+use super::metrics::SecondsCounter;
 
 /// Gauges of one projection, registered by [`super::metrics::Metrics`].
 #[derive(Clone, Default)]
@@ -23,6 +26,40 @@ pub struct ProjectionGauges {
     pub lag: Gauge,
     /// 1 while stopped at a damaged entry.
     pub damaged: Gauge,
+    /// Counters of [`RunnerStats`], summed over the runners opened (a runner that fails is
+    /// replaced by a new one, whose stats start at zero).
+    pub row_writes: Counter,
+    pub read_seconds: SecondsCounter,
+    pub apply_seconds: SecondsCounter,
+    pub commit_wait_seconds: SecondsCounter,
+}
+
+impl ProjectionGauges {
+    /// Adds what `stats` counted since `seen`, and moves `seen` on.
+    fn observe(&self, stats: &RunnerStats, seen: &mut Seen) {
+        let rows = stats.row_writes.load(Ordering::Relaxed);
+        self.row_writes.inc_by(rows.saturating_sub(seen.rows));
+        let phases = stats.phases();
+        for (counter, now, before) in [
+            (&self.read_seconds, phases.read, seen.phases.read),
+            (&self.apply_seconds, phases.apply, seen.phases.apply),
+            (
+                &self.commit_wait_seconds,
+                phases.commit_wait,
+                seen.phases.commit_wait,
+            ),
+        ] {
+            counter.inc_by((now - before).max(0.0));
+        }
+        *seen = Seen { rows, phases };
+    }
+}
+
+/// What [`ProjectionGauges::observe`] has counted of one runner's stats.
+#[derive(Default)]
+struct Seen {
+    rows: u64,
+    phases: PhaseSeconds,
 }
 
 /// Runs `make()`'s projection until `stop` turns true.
@@ -60,12 +97,15 @@ pub async fn run<P: Projection>(
             "projection started"
         );
         let stats = runner.stats();
+        let mut seen = Seen::default();
         let failure = loop {
             if *stop.borrow() {
                 // Keep what was applied: the next start resumes after it.
                 break runner.commit_pending().await.err();
             }
-            match runner.keep_up().await {
+            let step = runner.keep_up().await;
+            gauges.observe(&stats, &mut seen);
+            match step {
                 Ok(applied) => {
                     gauges.damaged.set(0);
                     gauges

@@ -139,6 +139,17 @@ pub struct RunnerStats {
     pub head: AtomicU64,
     pub commits: AtomicU64,
     pub own_entries: AtomicU64,
+    /// Read-model row changes committed (after each commit's reduction to the last change per
+    /// row). Per entry applied, it is what a projection costs the store.
+    pub row_writes: AtomicU64,
+    /// Where the runner's time went, in microseconds, so a projection that lags says why:
+    /// waiting for the store to read entries; checking, decoding and applying them; and
+    /// waiting for the store to finish a commit before the next one may start. Commits run
+    /// while the next entries are read and applied, so only the wait is counted. A projection
+    /// bound by its store's writes shows most of its time in `commit_wait_micros`.
+    pub read_micros: AtomicU64,
+    pub apply_micros: AtomicU64,
+    pub commit_wait_micros: AtomicU64,
 }
 
 impl RunnerStats {
@@ -147,6 +158,37 @@ impl RunnerStats {
         self.head
             .load(Ordering::Relaxed)
             .saturating_sub(self.position.load(Ordering::Relaxed))
+    }
+
+    /// Where the runner's time went so far.
+    pub fn phases(&self) -> PhaseSeconds {
+        let seconds = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e6;
+        PhaseSeconds {
+            read: seconds(&self.read_micros),
+            apply: seconds(&self.apply_micros),
+            commit_wait: seconds(&self.commit_wait_micros),
+        }
+    }
+}
+
+/// Seconds a runner spent in each phase ([`RunnerStats::phases`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Waiting for the store to read entries.
+    pub read: f64,
+    /// Checking, decoding and applying entries.
+    pub apply: f64,
+    /// Waiting for the store to finish a commit (beyond the time it overlapped the others).
+    pub commit_wait: f64,
+}
+
+impl std::fmt::Display for PhaseSeconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "reading {:.1} s, applying {:.1} s, waiting for commits {:.1} s",
+            self.read, self.apply, self.commit_wait
+        )
     }
 }
 
@@ -166,8 +208,16 @@ enum PendingCommit {
     /// The store is committing the position `seq` and the changes up to it.
     Running {
         seq: Seq,
+        /// Read-model row changes in the commit.
+        rows: u64,
         task: tokio::task::JoinHandle<Result<(), ProjectionError>>,
     },
+}
+
+/// Adds the time since `since` to a counter of microseconds.
+fn add_micros(counter: &AtomicU64, since: Instant) {
+    let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counter.fetch_add(micros, Ordering::Relaxed);
 }
 
 /// Runs one projection over one stream.
@@ -424,7 +474,9 @@ impl<P: Projection> Runner<P> {
         while self.next_seq() < head {
             let next = self.next_seq();
             let want = (head - next).min(self.read_every.min(self.commit_every) as u64) as usize;
+            let reading = Instant::now();
             let chunk = self.store.read(&self.stream, next, want).await?;
+            add_micros(&self.stats.read_micros, reading);
             if chunk.is_empty() {
                 // What was applied verified: keep it before reporting the hole.
                 if let Some(p) = pending.take() {
@@ -443,12 +495,14 @@ impl<P: Projection> Runner<P> {
                     ),
                 });
             }
+            let applying = Instant::now();
             let checked = self.check(&chunk);
             let good = match &checked {
                 Ok(()) => chunk.len(),
                 Err((at, _)) => *at,
             };
             self.apply_chunk(&chunk[..good], &mut effects);
+            add_micros(&self.stats.apply_micros, applying);
             applied += good as u64;
             uncommitted += good;
             // Keep what verified, then stop before any damage.
@@ -618,6 +672,7 @@ impl<P: Projection> Runner<P> {
             entry_hash,
             state: self.projection.snapshot(),
         };
+        let changes_len = changes.len() as u64;
         let (store, name, stream, expected) = (
             self.store.clone(),
             self.projection.name(),
@@ -634,21 +689,29 @@ impl<P: Projection> Runner<P> {
                 Err(e) => Err(e.into()),
             }
         });
-        Ok(PendingCommit::Running { seq, task })
+        Ok(PendingCommit::Running {
+            seq,
+            rows: changes_len,
+            task,
+        })
     }
 
     /// Waits for a commit started by [`Runner::start_commit`] and moves the saved position.
     async fn finish_commit(&mut self, pending: PendingCommit) -> Result<(), ProjectionError> {
-        let PendingCommit::Running { seq, task } = pending else {
+        let PendingCommit::Running { seq, rows, task } = pending else {
             return Ok(());
         };
-        task.await.map_err(|e| {
+        let waiting = Instant::now();
+        let answer = task.await;
+        add_micros(&self.stats.commit_wait_micros, waiting);
+        answer.map_err(|e| {
             ProjectionError::Store(StoreError::Backend(format!(
                 "the commit of projection {} did not finish: {e}",
                 self.projection.name()
             )))
         })??;
         self.saved = Some(seq);
+        self.stats.row_writes.fetch_add(rows, Ordering::Relaxed);
         let applied = (seq + 1).saturating_sub(self.stats.position.load(Ordering::Relaxed));
         self.stats.applied.fetch_add(applied, Ordering::Relaxed);
         self.stats.position.store(seq + 1, Ordering::Relaxed);

@@ -203,17 +203,30 @@ where
     row_seqs.sort();
     assert_eq!(row_seqs, ledger_seqs, "each row names its entry");
 
-    // Rebuilding from zero gives the same read model and appends nothing.
+    // Rebuilding from zero gives the same read model and appends nothing; the runner counts
+    // the row changes the store committed, and the time it spent reading.
     let before = head(reference.as_ref(), &s).await;
     let (w, task) = start_writer(&reference, &s).await;
+    let counted = Arc::new(Wrapped::new(reference.clone()));
     let mut runner = Runner::rebuild(
-        reference.clone(),
+        counted.clone(),
         w,
         SecurityProjection::new(RulesConfig::default()),
     )
     .await
     .unwrap();
+    runner.set_commit_every(7);
     runner.catch_up(|_, _| {}).await.unwrap();
+    let stats = runner.stats();
+    let committed = counted.committed_rows.load(Ordering::Relaxed);
+    assert!(committed > 0);
+    assert_eq!(
+        stats.row_writes.load(Ordering::Relaxed),
+        committed as u64,
+        "row writes counted as committed"
+    );
+    assert!(stats.commits.load(Ordering::Relaxed) > 1);
+    assert!(stats.read_micros.load(Ordering::Relaxed) > 0);
     drop(runner);
     task.await.unwrap();
     assert_eq!(head(reference.as_ref(), &s).await, before, "no duplicates");
@@ -443,6 +456,8 @@ async fn keep_up_commits_when_due_or_idle(
 struct Wrapped {
     inner: Arc<dyn Store>,
     calls: AtomicUsize,
+    /// Row changes in the commits that succeeded.
+    committed_rows: AtomicUsize,
     fail_commits: bool,
     appends_on_head: std::sync::Mutex<Option<(usize, Vec<Value>)>>,
 }
@@ -452,6 +467,7 @@ impl Wrapped {
         Wrapped {
             inner,
             calls: AtomicUsize::new(0),
+            committed_rows: AtomicUsize::new(0),
             fail_commits: false,
             appends_on_head: std::sync::Mutex::new(None),
         }
@@ -569,7 +585,10 @@ impl Store for Wrapped {
             _ => {
                 self.inner
                     .commit_projection(name, s, expected, saved, changes)
-                    .await
+                    .await?;
+                self.committed_rows
+                    .fetch_add(changes.len(), Ordering::Relaxed);
+                Ok(())
             }
         }
     }

@@ -45,7 +45,7 @@ use ledger::{
 };
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::binary::{encode_entries, EntryDecoder, ENTRY_COLUMNS};
@@ -616,8 +616,8 @@ async fn insert_batch(
 }
 
 /// A range read of `read_model_rows` for `q`, with only the conditions `q` has (PostgreSQL
-/// refuses a parameter no condition uses), in `(at, key, ord)` order or its reverse. Each of the
-/// eight variants is one cached statement per connection.
+/// refuses a parameter no condition uses), in `(at, key, ord)` order or its reverse, run as an
+/// unnamed statement planned for its values (see `read_model_rows`).
 fn read_model_sql(schema: &SchemaName, q: &RowQuery) -> String {
     let mut sql =
         format!("SELECT key, ord, at, value::text FROM {schema}.read_model_rows WHERE model = $1");
@@ -1197,22 +1197,28 @@ impl Store for PostgresStore {
         else {
             return Ok(Vec::new());
         };
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&model];
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&model, Type::INT4)];
         if let Some(key) = &query.key {
-            params.push(key);
+            params.push((key, Type::TEXT));
         }
         if let Some(from) = &from {
-            params.push(from);
+            params.push((from, Type::INT8));
         }
         if let Some(to) = &to {
-            params.push(to);
+            params.push((to, Type::INT8));
         }
-        params.push(&limit);
-        let stmt = client
-            .prepare_cached(&read_model_sql(&self.schema, query))
+        params.push((&limit, Type::INT8));
+        // An unnamed statement, planned for these values at each call (one round trip, as a
+        // cached statement's). A prepared statement switches to a generic plan after five
+        // calls, and for a key and a time range that plan is the wrong one: the statistics
+        // underestimate how many distinct keys there are, so the generic plan walks the
+        // `(model, at, key, ord)` index across the whole range, checking each row's key, where
+        // the primary key finds the key's few rows at once. On 10 M entries that made each key
+        // read of the accounting of disclosures take 0.6-0.9 s instead of under a millisecond.
+        let rows = client
+            .query_typed(&read_model_sql(&self.schema, query), &params)
             .await
             .map_err(backend)?;
-        let rows = client.query(&stmt, &params).await.map_err(backend)?;
         rows.iter()
             .map(|r| {
                 Ok(ReadModelRow {

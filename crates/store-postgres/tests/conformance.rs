@@ -827,6 +827,144 @@ async fn a_large_commit_gives_the_read_models_statistics() {
     );
 }
 
+/// A key read over a time range is planned for its values at every call, never with a
+/// prepared statement's generic plan. The statistics here are made as wrong as they were at
+/// 10 M entries (far too few distinct keys), where the generic plan walks the by-time index
+/// across the whole range and the disclosures report took 107-115 s instead of 0.64 s. The
+/// test first shows that trap (a generic plan takes the by-time index, a plan for the values
+/// the primary key), then reads through the store more often than PostgreSQL's five custom
+/// plans before it goes generic, and checks in the server's index statistics that every read
+/// used the primary key and none the by-time index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_reads_never_take_a_generic_plan() {
+    use ledger::{ReadModelRow, RowChange, RowQuery};
+    use store_conformance::projection::{at, saved};
+
+    let schema = TestSchema::migrated("generic").await;
+    let store = schema.store().await;
+    let db = superuser().await;
+    let s = &schema.name;
+    db.batch_execute(&format!(
+        "ALTER TABLE {s}.read_model_rows SET (autovacuum_enabled = false)"
+    ))
+    .await
+    .unwrap();
+    let keys = 5_000;
+    let rows: Vec<RowChange> = (0..20_000)
+        .map(|i| {
+            RowChange::Put(ReadModelRow {
+                table: "t".into(),
+                key: format!("k{:05}", i % keys),
+                ord: i as i64,
+                at: at(i as i64),
+                value: "{}".into(),
+            })
+        })
+        .collect();
+    let stream = StreamId::default();
+    store
+        .commit_projection("p", &stream, None, &saved(1), &rows)
+        .await
+        .unwrap();
+    db.batch_execute(&format!(
+        "ALTER TABLE {s}.read_model_rows ALTER COLUMN key SET (n_distinct = 50);
+         ANALYZE {s}.read_model_rows"
+    ))
+    .await
+    .unwrap();
+    let model: i32 = db
+        .query_one(
+            &format!("SELECT id FROM {s}.read_models WHERE projection = 'p' AND tbl = 't'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (from, to) = (at(0).micros(), at(1_000_000).micros());
+
+    // The trap: the same statement, prepared, planned generically and for its values.
+    db.batch_execute(&format!(
+        "PREPARE key_range(int4, text, int8, int8, int8) AS
+         SELECT key, ord, at, value::text FROM {s}.read_model_rows
+         WHERE model = $1 AND key = $2 AND at >= $3 AND at < $4 ORDER BY at, key, ord LIMIT $5"
+    ))
+    .await
+    .unwrap();
+    let plan = |mode: &'static str| {
+        let db = &db;
+        async move {
+            db.batch_execute(&format!("SET plan_cache_mode = {mode}"))
+                .await
+                .unwrap();
+            let lines: Vec<String> = db
+                .query(
+                    &format!("EXPLAIN EXECUTE key_range({model}, 'k00042', {from}, {to}, 10000)"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            lines.join("\n")
+        }
+    };
+    let generic = plan("force_generic_plan").await;
+    assert!(generic.contains("read_model_rows_at"), "{generic}");
+    let custom = plan("force_custom_plan").await;
+    assert!(custom.contains("read_model_rows_pkey"), "{custom}");
+
+    let scans = || async {
+        db.batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .unwrap();
+        let row = db
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(sum(idx_scan) FILTER (WHERE indexrelname = 'read_model_rows_pkey'), 0)::int8,
+                            COALESCE(sum(idx_scan) FILTER (WHERE indexrelname = 'read_model_rows_at'), 0)::int8
+                     FROM pg_stat_user_indexes WHERE relid = '{s}.read_model_rows'::regclass"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    let (by_key_before, by_time_before) = scans().await;
+    let reads = 12;
+    for k in 0..reads {
+        let key = format!("k{:05}", k * 7);
+        let query = RowQuery {
+            from: Some(at(0)),
+            to: Some(at(1_000_000)),
+            ..RowQuery::key("t", &key, 10_000)
+        };
+        let found = store.read_model_rows("p", &stream, &query).await.unwrap();
+        assert_eq!(found.len(), 4, "{key}");
+    }
+    // Each backend reports its counts to the statistics a little after it goes idle.
+    let mut waited = 0;
+    let (by_key, by_time) = loop {
+        let (by_key, by_time) = scans().await;
+        if by_key - by_key_before >= reads || waited >= 300 {
+            break (by_key, by_time);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    };
+    assert!(
+        by_key - by_key_before >= reads,
+        "the {reads} reads reached the statistics: {} primary-key scans",
+        by_key - by_key_before
+    );
+    assert_eq!(
+        by_time - by_time_before,
+        0,
+        "no read walked the by-time index"
+    );
+}
+
 /// Reading entries in `seq` order (a projection's `read`, verify's `scan`) walks the primary
 /// key and never sorts: measured at 1 M entries, a projection's reads sorted the rest of the
 /// table to disk once per chunk while the table had no statistics. Here the store connects with
