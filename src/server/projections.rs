@@ -101,7 +101,9 @@ pub async fn run<P: Projection>(
         let failure = loop {
             if *stop.borrow() {
                 // Keep what was applied: the next start resumes after it.
-                break runner.commit_pending().await.err();
+                let failed = runner.commit_pending().await.err();
+                gauges.observe(&stats, &mut seen);
+                break failed;
             }
             let step = runner.keep_up().await;
             gauges.observe(&stats, &mut seen);
