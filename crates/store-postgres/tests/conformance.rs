@@ -746,24 +746,57 @@ async fn retention_holds_checks_and_purges() {
     store_conformance::retention::run_all(|| attackable("retention", schemas.clone())).await;
 }
 
+/// A migrated schema whose `read_model_rows` autovacuum leaves alone (the test decides when the
+/// table has statistics), its store, and a superuser session.
+async fn unvacuumed_read_models(tag: &str) -> (TestSchema, PostgresStore, Client) {
+    let schema = TestSchema::migrated(tag).await;
+    let store = schema.store().await;
+    let db = superuser().await;
+    db.batch_execute(&format!(
+        "ALTER TABLE {}.read_model_rows SET (autovacuum_enabled = false)",
+        schema.name
+    ))
+    .await
+    .unwrap();
+    (schema, store, db)
+}
+
+/// Rows `first..first + n` of table `t`, spread over 5 000 keys (`k00000`...), one per instant.
+fn rows_over_5000_keys(first: usize, n: usize) -> Vec<ledger::RowChange> {
+    (first..first + n)
+        .map(|i| {
+            ledger::RowChange::Put(ledger::ReadModelRow {
+                table: "t".into(),
+                key: format!("k{:05}", i % 5_000),
+                ord: i as i64,
+                at: store_conformance::projection::at(i as i64),
+                value: "{}".into(),
+            })
+        })
+        .collect()
+}
+
+/// The id of table `t` of projection `p` over the default stream.
+async fn model_of_t(db: &Client, s: &SchemaName) -> i32 {
+    db.query_one(
+        &format!("SELECT id FROM {s}.read_models WHERE projection = 'p' AND stream = 'default' AND tbl = 't'"),
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// After a large commit into a read-model table without planner statistics (autovacuum off, as
 /// on some servers, or not yet run), the store analyzes it, so that one key's range is read
 /// through the by-key index. Without statistics PostgreSQL may walk the by-time index over the
 /// whole range instead (measured: the disclosures report, 31 s instead of 0.15 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_commit_gives_the_read_models_statistics() {
-    use ledger::{ReadModelRow, RowChange};
     use store_conformance::projection::{at, saved};
 
-    let schema = TestSchema::migrated("analyze").await;
-    let store = schema.store().await;
-    let db = superuser().await;
+    let (schema, store, db) = unvacuumed_read_models("analyze").await;
     let s = &schema.name;
-    db.batch_execute(&format!(
-        "ALTER TABLE {s}.read_model_rows SET (autovacuum_enabled = false)"
-    ))
-    .await
-    .unwrap();
     let analyzed = || async {
         db.query_one(
             &format!("SELECT COALESCE(last_analyze, last_autoanalyze) IS NOT NULL FROM pg_stat_user_tables WHERE relid = '{s}.read_model_rows'::regclass"),
@@ -773,27 +806,20 @@ async fn a_large_commit_gives_the_read_models_statistics() {
         .unwrap()
         .get::<_, bool>(0)
     };
-    let rows = |n: usize, first: usize| -> Vec<RowChange> {
-        (first..first + n)
-            .map(|i| {
-                RowChange::Put(ReadModelRow {
-                    table: "t".into(),
-                    key: format!("k{:05}", i % 5_000),
-                    ord: i as i64,
-                    at: at(i as i64),
-                    value: "{}".into(),
-                })
-            })
-            .collect()
-    };
     let stream = StreamId::default();
     store
-        .commit_projection("p", &stream, None, &saved(1), &rows(100, 0))
+        .commit_projection("p", &stream, None, &saved(1), &rows_over_5000_keys(0, 100))
         .await
         .unwrap();
     assert!(!analyzed().await, "a small commit leaves it to autovacuum");
     store
-        .commit_projection("p", &stream, Some(1), &saved(2), &rows(20_000, 100))
+        .commit_projection(
+            "p",
+            &stream,
+            Some(1),
+            &saved(2),
+            &rows_over_5000_keys(100, 20_000),
+        )
         .await
         .unwrap();
     assert!(
@@ -803,14 +829,7 @@ async fn a_large_commit_gives_the_read_models_statistics() {
     // One key over the whole time range: the case the by-time index serves worst (the key's
     // rows come from the primary key, sorted by time; see migrations/postgres/V4).
     let (from, to) = (at(0).micros(), at(1_000_000).micros());
-    let model: i32 = db
-        .query_one(
-            &format!("SELECT id FROM {s}.read_models WHERE projection = 'p' AND stream = 'default' AND tbl = 't'"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let model = model_of_t(&db, s).await;
     let plan: Vec<String> = db
         .query(
             &format!("EXPLAIN SELECT * FROM {s}.read_model_rows WHERE model = {model} AND key = 'k00042' AND at >= {from} AND at < {to} ORDER BY at, key, ord LIMIT 10000"),
@@ -837,33 +856,20 @@ async fn a_large_commit_gives_the_read_models_statistics() {
 /// used the primary key and none the by-time index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_reads_never_take_a_generic_plan() {
-    use ledger::{ReadModelRow, RowChange, RowQuery};
+    use ledger::RowQuery;
     use store_conformance::projection::{at, saved};
 
-    let schema = TestSchema::migrated("generic").await;
-    let store = schema.store().await;
-    let db = superuser().await;
+    let (schema, store, db) = unvacuumed_read_models("generic").await;
     let s = &schema.name;
-    db.batch_execute(&format!(
-        "ALTER TABLE {s}.read_model_rows SET (autovacuum_enabled = false)"
-    ))
-    .await
-    .unwrap();
-    let keys = 5_000;
-    let rows: Vec<RowChange> = (0..20_000)
-        .map(|i| {
-            RowChange::Put(ReadModelRow {
-                table: "t".into(),
-                key: format!("k{:05}", i % keys),
-                ord: i as i64,
-                at: at(i as i64),
-                value: "{}".into(),
-            })
-        })
-        .collect();
     let stream = StreamId::default();
     store
-        .commit_projection("p", &stream, None, &saved(1), &rows)
+        .commit_projection(
+            "p",
+            &stream,
+            None,
+            &saved(1),
+            &rows_over_5000_keys(0, 20_000),
+        )
         .await
         .unwrap();
     db.batch_execute(&format!(
@@ -872,14 +878,7 @@ async fn key_reads_never_take_a_generic_plan() {
     ))
     .await
     .unwrap();
-    let model: i32 = db
-        .query_one(
-            &format!("SELECT id FROM {s}.read_models WHERE projection = 'p' AND tbl = 't'"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let model = model_of_t(&db, s).await;
     let (from, to) = (at(0).micros(), at(1_000_000).micros());
 
     // The trap: the same statement, prepared, planned generically and for its values.
