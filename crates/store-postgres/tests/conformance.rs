@@ -787,6 +787,18 @@ async fn model_of_t(db: &Client, s: &SchemaName) -> i32 {
     .get(0)
 }
 
+/// The plan PostgreSQL gives `statement` (`EXPLAIN` prefixed), one line per plan node.
+async fn explain(db: &Client, statement: &str) -> String {
+    let lines: Vec<String> = db
+        .query(&format!("EXPLAIN {statement}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lines.join("\n")
+}
+
 /// After a large commit into a read-model table without planner statistics (autovacuum off, as
 /// on some servers, or not yet run), the store analyzes it, so that one key's range is read
 /// through the by-key index. Without statistics PostgreSQL may walk the by-time index over the
@@ -830,20 +842,12 @@ async fn a_large_commit_gives_the_read_models_statistics() {
     // rows come from the primary key, sorted by time; see migrations/postgres/V4).
     let (from, to) = (at(0).micros(), at(1_000_000).micros());
     let model = model_of_t(&db, s).await;
-    let plan: Vec<String> = db
-        .query(
-            &format!("EXPLAIN SELECT * FROM {s}.read_model_rows WHERE model = {model} AND key = 'k00042' AND at >= {from} AND at < {to} ORDER BY at, key, ord LIMIT 10000"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(
-        plan.join("\n").contains("read_model_rows_pkey"),
-        "{plan:#?}"
-    );
+    let plan = explain(
+        &db,
+        &format!("SELECT * FROM {s}.read_model_rows WHERE model = {model} AND key = 'k00042' AND at >= {from} AND at < {to} ORDER BY at, key, ord LIMIT 10000"),
+    )
+    .await;
+    assert!(plan.contains("read_model_rows_pkey"), "{plan}");
 }
 
 /// A key read over a time range is planned for its values at every call, never with a
@@ -895,17 +899,11 @@ async fn key_reads_never_take_a_generic_plan() {
             db.batch_execute(&format!("SET plan_cache_mode = {mode}"))
                 .await
                 .unwrap();
-            let lines: Vec<String> = db
-                .query(
-                    &format!("EXPLAIN EXECUTE key_range({model}, 'k00042', {from}, {to}, 10000)"),
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            lines.join("\n")
+            explain(
+                db,
+                &format!("EXECUTE key_range({model}, 'k00042', {from}, {to}, 10000)"),
+            )
+            .await
         }
     };
     let generic = plan("force_generic_plan").await;
